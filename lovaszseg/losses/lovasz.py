@@ -127,7 +127,9 @@ class _LovaszExtension(torch.autograd.Function):
         starts = torch.searchsorted(row, torch.arange(rows + 1, device=x.device))
         rank = torch.arange(1, n + 1, device=x.device) - starts[row]
         fg_seen = fg_sorted.cumsum(0)
-        fg_before_row = (fg_seen - fg_sorted.long())[starts.clamp(max=max(n - 1, 0))] if n else starts
+        fg_before_row = (
+            (fg_seen - fg_sorted.long())[starts.clamp(max=max(n - 1, 0))] if n else starts
+        )
         fg_seen -= fg_before_row[row]
         gts_rows = torch.cat([gts, gts.new_zeros(1)])[row]
         increments = jaccard_increments(fg_sorted, gts_rows, rank, fg_seen, dtype)

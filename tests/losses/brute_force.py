@@ -32,9 +32,11 @@ def lovasz_extension(errors: torch.Tensor, foreground: torch.Tensor) -> torch.Te
 def hinge(logits, labels, per_image=True, ignore_index=None):
     """logits [B, *], labels [B, *] in {0, 1, ignore_index}."""
     logits, labels = logits.reshape(len(logits), -1), labels.reshape(len(labels), -1)
-    groups = [(logits[b], labels[b]) for b in range(len(logits))] if per_image else [
-        (logits.reshape(-1), labels.reshape(-1))
-    ]
+    groups = (
+        [(logits[b], labels[b]) for b in range(len(logits))]
+        if per_image
+        else [(logits.reshape(-1), labels.reshape(-1))]
+    )
     losses = []
     for x, y in groups:
         keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index

@@ -90,8 +90,11 @@ def test_softmax_is_tight_at_one_hot_probabilities():
     g = torch.Generator().manual_seed(0)
     num_classes = 5
     labels = _labels((4, 16, 16), num_classes, g, 0.1)
-    pred = torch.where(torch.rand(labels.shape, generator=g) < 0.3,
-                       torch.randint(0, num_classes, labels.shape, generator=g), labels)
+    pred = torch.where(
+        torch.rand(labels.shape, generator=g) < 0.3,
+        torch.randint(0, num_classes, labels.shape, generator=g),
+        labels,
+    )
     pred[pred == IGNORE] = 0
     probas = torch.nn.functional.one_hot(pred, num_classes).permute(0, 3, 1, 2).double()
     valid = labels != IGNORE
@@ -157,7 +160,9 @@ def test_masked_path_equals_compacted_path(per_image, monkeypatch):
 
     compact = run()
     monkeypatch.setattr(
-        kernel, "_lovasz_rows", lambda x, fg, v, off: kernel._LovaszExtension.apply(x, fg, v, off, False)
+        kernel,
+        "_lovasz_rows",
+        lambda x, fg, v, off: kernel._LovaszExtension.apply(x, fg, v, off, False),
     )
     masked = run()
     for a, b in zip(compact, masked, strict=True):
