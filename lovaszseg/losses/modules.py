@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .lovasz import lovasz_hinge, lovasz_softmax
+from .lovasz import compute_dtype, lovasz_hinge, lovasz_softmax
 
 
 class LovaszHingeLoss(nn.Module):
@@ -26,7 +26,7 @@ class LovaszHingeLoss(nn.Module):
 
 
 class LovaszSoftmaxLoss(nn.Module):
-    """Lovász-softmax on logits [B, C, *] (softmax over C inside, in float32) against labels."""
+    """Lovász-softmax on logits [B, C, *] (softmax over C inside, float32 or float64)."""
 
     def __init__(
         self,
@@ -44,7 +44,7 @@ class LovaszSoftmaxLoss(nn.Module):
             raise ValueError(
                 f"LovaszSoftmaxLoss: expected logits [B, C, *], got shape {tuple(logits.shape)}"
             )
-        probas = logits.float().softmax(dim=1)
+        probas = logits.to(compute_dtype(logits)).softmax(dim=1)
         return lovasz_softmax(probas, labels, self.classes, self.per_image, self.ignore_index)
 
     def extra_repr(self) -> str:
