@@ -23,6 +23,7 @@ makes no host synchronisation beyond the (optional) label check.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -32,23 +33,18 @@ _LOW31 = 0x7FFFFFFF
 
 
 def jaccard_increments(
-    fg_sorted: torch.Tensor,
-    gts: torch.Tensor,
-    rank: torch.Tensor,
-    fg_seen: torch.Tensor,
-    dtype: torch.dtype = torch.float32,
+    fg_sorted: torch.Tensor, union: torch.Tensor, inter: torch.Tensor
 ) -> torch.Tensor:
     """Differences of the prefix Jaccard losses (the paper's ``lovasz_grad``), in closed form.
 
-    For the ``rank``-th pixel of a row sorted by decreasing error, with ``gts`` foreground pixels
-    in the row and ``fg_seen`` of them ranked at or before it, the prefix Jaccard loss is
-    ``1 - I/U`` with ``I = gts - fg_seen`` and ``U = gts + rank - fg_seen``. A foreground pixel
-    lowers ``I`` by one (increment ``1/U``); a background pixel raises ``U`` by one (increment
-    ``I / (U (U-1))``); the first pixel of a row with no foreground has increment 1.
+    For a pixel of a row sorted by decreasing error, with ``inter = |F| - (foreground at or
+    before it)`` and ``union = |F| + (background at or before it)`` (exact counts, as floats), the
+    prefix Jaccard loss is ``1 - inter/union``. A foreground pixel lowers ``inter`` by one
+    (increment ``1/union``); a background pixel raises ``union`` by one (increment
+    ``inter / (union (union-1))``), except the first pixel of a row without foreground (``union``
+    is 1), whose increment is 1.
     """
-    union = (gts + rank - fg_seen).to(dtype)
-    inter = (gts - fg_seen).to(dtype)
-    bg_step = (inter + (union == 1)) / (union * (union - 1).clamp_min(1))
+    bg_step = torch.where(union > 1, inter / (union * (union - 1)), 1.0)
     return torch.where(fg_sorted, union.reciprocal(), bg_step)
 
 
@@ -57,33 +53,38 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def pixel_errors(x: torch.Tensor, fg: torch.Tensor, bg_offset: float) -> torch.Tensor:
-    """Hinge errors ``relu(1 - x (2y-1))`` (``bg_offset=1``) or softmax errors ``|y - p|`` (0)."""
-    return torch.where(fg, 1.0 - x, x + bg_offset).clamp_min_(0)
-
-
 def _sort_rows(errors, fg, keep, compact):
-    """One radix sort of every kept pixel by (row, decreasing error).
+    """One sort of every kept pixel by (row, decreasing error).
 
-    Returns the sorted rows, foreground flags and errors, the flat input position of each sorted
-    pixel, and the number of rows. Pixels that are not kept go to a dummy last row (CUDA) or are
-    left out (CPU).
+    ``errors``, ``fg`` and ``keep`` are [G, R, S]: row ``r`` holds ``[:, r, :]``. Returns the sorted
+    errors and foreground flags, the number of sorted pixels in each row plus one last entry for
+    the pixels that are masked rather than left out (CUDA), and each sorted pixel's flat position.
     """
-    _, rows, size = errors.shape
+    groups, rows, size = errors.shape
     if compact:
         position = keep.view(-1).nonzero().squeeze(1)
-        err, is_fg = errors.view(-1)[position], fg.reshape(-1)[position]
-        row = torch.div(position, size, rounding_mode="floor").remainder_(rows)
+        err = errors.view(-1).index_select(0, position)
+        is_fg = fg.view(-1).index_select(0, position)
+        row = None if rows == 1 else torch.div(position, size, rounding_mode="floor")
+        if row is not None and groups > 1:
+            row.remainder_(rows)
     else:
-        err, is_fg = errors.view(-1), fg.expand_as(errors).reshape(-1)
+        err, is_fg = errors.view(-1), fg.view(-1)
         row_ids = torch.arange(rows, device=errors.device).view(1, rows, 1)
         row = torch.where(keep, row_ids, rows).view(-1)
+
     if err.dtype == torch.float64:
         # float64 (gradcheck, reference runs): no room for the row in a 64-bit key, so two
         # stable sorts, by decreasing error and then by row.
         order = torch.sort(err, descending=True, stable=True)[1]
-        order = order[torch.sort(row[order], stable=True)[1]]
-        row, fg_sorted, err = row[order], is_fg[order], err[order]
+        if row is not None:
+            order = order[torch.sort(row[order], stable=True)[1]]
+            row = row[order]
+        fg_sorted, err = is_fg[order], err[order]
+    elif row is None:
+        # A single row: the error's bits alone make an int32 key, which radix-sorts fastest.
+        key, order = torch.sort(_LOW31 - err.view(torch.int32))
+        fg_sorted, err = is_fg[order], (_LOW31 - key).view(torch.float32)
     else:
         key = (_LOW31 - err.view(torch.int32).long()).bitwise_left_shift_(1).bitwise_or_(is_fg)
         key.bitwise_or_(row.bitwise_left_shift(32))
@@ -91,70 +92,176 @@ def _sort_rows(errors, fg, keep, compact):
         row = key.bitwise_right_shift(32)
         fg_sorted = key.bitwise_and(1).bool()
         err = (_LOW31 - key.bitwise_right_shift_(1).bitwise_and_(_LOW31)).int().view(torch.float32)
+
+    n = err.numel()
+    if row is None:
+        counts = torch.tensor([n, 0], device=err.device)
+    else:
+        starts = torch.searchsorted(row, torch.arange(rows + 1, device=err.device))
+        counts = torch.diff(starts, append=starts.new_full((1,), n))
     if compact:
         order = position[order]
-    return row, fg_sorted, err, order
+    return err, fg_sorted, counts, order
+
+
+def _prefix_counts(fg_sorted, counts, gts):
+    """``inter`` and ``union`` of each sorted pixel's prefix within its row, as exact integers."""
+    n = fg_sorted.numel()
+    index_dtype = torch.int32 if n < 2**31 else torch.int64
+    starts = counts.cumsum(0) - counts
+    fg_seen = fg_sorted.cumsum(0, dtype=index_dtype)
+    if n:
+        fg_before = (fg_seen - fg_sorted.view(torch.uint8))[starts.clamp(max=n - 1)]
+    else:
+        fg_before = torch.zeros_like(starts)
+    gts = torch.cat([gts, gts.new_zeros(1)]) + fg_before
+    inter = torch.repeat_interleave(gts.to(index_dtype), counts, output_size=n).sub_(fg_seen)
+    union = torch.repeat_interleave((gts - starts).to(index_dtype), counts, output_size=n)
+    union += torch.arange(1, n + 1, dtype=index_dtype, device=fg_sorted.device)
+    return inter, union.sub_(fg_seen), starts
+
+
+class Rows(NamedTuple):
+    """Which pixels of ``x`` [B, C, S] form each row of a call.
+
+    Row ``r`` holds channel ``channel[r]`` of image ``image[r]`` (of every image when ``image`` is
+    None: batch-level rows); its foreground is the pixels labelled ``target[r]``. ``void`` is the
+    label of pixels that take no part (the largest label value), or None when there are none.
+    """
+
+    image: torch.Tensor | None
+    channel: torch.Tensor
+    target: torch.Tensor
+    void: int | None
+    num_labels: int
+
+
+def _row_errors(xd, labels, rows, bg_offset):
+    """Pixel errors of every row, laid out [G, R, S], and where each row's foreground lies.
+
+    Every pixel is first given its background error (``p``, or ``1 + x`` for the hinge), by one
+    gather of the rows' channels; then the foreground pixels — one row at most per pixel — are
+    overwritten with ``1 - x`` by a scatter over the B·S pixels rather than a pass over all rows.
+    """
+    batch, channels, size = xd.shape
+    n_rows = rows.channel.numel()
+    if rows.image is None:
+        groups, flat_rows = batch, None
+        gather = xd.index_select(1, rows.channel)
+    else:
+        groups, flat_rows = 1, rows.image * channels + rows.channel
+        gather = xd.reshape(batch * channels, size).index_select(0, flat_rows).unsqueeze(0)
+    numel = groups * n_rows * size
+    errors = torch.empty(numel + 1, dtype=xd.dtype, device=xd.device)  # + a dummy last slot
+    errors[:numel].view(groups, n_rows, size).copy_(gather)
+    del gather
+    if bg_offset:
+        errors.add_(bg_offset)
+
+    # The row, if any, in which each pixel is foreground: table[image, label] -> row (or n_rows).
+    tables = batch if rows.image is not None else 1
+    table = torch.full((tables, rows.num_labels), n_rows, dtype=torch.long, device=xd.device)
+    table[(0 if rows.image is None else rows.image), rows.target] = torch.arange(
+        n_rows, device=xd.device
+    )
+    pixel_image = torch.arange(batch, device=xd.device).unsqueeze(1)
+    label_index = labels.long() + (pixel_image * rows.num_labels if tables > 1 else 0)
+    pixel_row = table.view(-1)[label_index].view(-1)
+    pixel = torch.arange(batch * size, device=xd.device)
+    if xd.device.type == "cpu":
+        pixel = (pixel_row < n_rows).nonzero().squeeze(1)
+        pixel_row = pixel_row.index_select(0, pixel)
+    image, spatial = torch.div(pixel, size, rounding_mode="floor"), pixel.remainder(size)
+    is_fg = pixel_row < n_rows
+    row = pixel_row.clamp(max=n_rows - 1)
+    channel = rows.channel[row]
+    own = xd.view(-1)[(image * channels + channel) * size + spatial]
+    slot = row * size + spatial
+    if rows.image is None:
+        slot += image * (n_rows * size)
+    slot = torch.where(is_fg, slot, numel)
+    errors.index_put_((slot,), 1.0 - own)
+    fg = torch.zeros(numel + 1, dtype=torch.bool, device=xd.device)
+    fg[slot] = True
+
+    gts = torch.zeros(n_rows + 1, dtype=torch.long, device=xd.device)
+    gts.index_add_(0, pixel_row, torch.ones_like(pixel_row))
+    own_max = torch.full((n_rows + 1,), -torch.inf, dtype=xd.dtype, device=xd.device)
+    own_max.scatter_reduce_(0, pixel_row, own, "amax")
+
+    errors = errors[:numel].view(groups, n_rows, size)
+    if rows.void is not None:
+        void = labels == rows.void
+        void = void.unsqueeze(1) if rows.image is None else void.index_select(0, rows.image)
+        errors.masked_fill_(void.view(groups, -1, size), 0)  # void pixels are never kept
+    return errors, fg[:numel].view(groups, n_rows, size), gts[:n_rows], 1.0 - own_max[:n_rows]
 
 
 class _LovaszExtension(torch.autograd.Function):
-    """Per-row Lovász extension of the Jaccard loss over pixel errors of ``x`` [G, R, S].
+    """Row losses: the Lovász extension of the Jaccard loss over each row's pixel errors.
 
-    Row ``r`` holds the pixels ``x[:, r, :]``. Backward needs only the gradient of each row's loss
-    with respect to ``x``, which is known once the forward pass has sorted: it is stored (float32,
-    the shape of ``x``; float64 for float64 inputs) instead of the sort's intermediate tensors.
+    Backward needs only the gradient of each row's loss with respect to ``x``, known once the
+    forward pass has sorted: the kept pixels' positions and increments are stored instead of the
+    sort's intermediate tensors (pixels that were not kept have zero gradient).
     """
 
     @staticmethod
-    def forward(ctx, x, fg, valid, bg_offset: float, compact: bool):
-        groups, rows, size = x.shape
+    def forward(ctx, x, labels, rows: Rows, bg_offset: float, compact: bool):
+        channels, size = x.shape[1:]
         dtype = compute_dtype(x)
-        errors = pixel_errors(x.to(dtype), fg, bg_offset)
-        fg_valid = fg if valid is None else fg & valid
-        gts = fg_valid.sum((0, 2))
+        errors, fg, gts, threshold = _row_errors(x.to(dtype).contiguous(), labels, rows, bg_offset)
+        groups, n_rows, _ = errors.shape
         # Below the smallest foreground error every pixel's Jaccard increment is 0; a row without
-        # foreground keeps only its largest error, whose increment is 1.
-        inf = torch.tensor(float("inf"), dtype=dtype, device=x.device)
-        fg_min = torch.where(fg_valid, errors, inf).amin((0, 2))
-        valid_errors = errors if valid is None else torch.where(valid, errors, -inf)
-        threshold = torch.where(gts > 0, fg_min, valid_errors.amax((0, 2)))
-        keep = (errors > 0) & (errors >= threshold.view(1, rows, 1))
-        if valid is not None:
-            keep &= valid
-        row, fg_sorted, err, order = _sort_rows(errors, fg, keep, compact)
-        del errors, keep, valid_errors
+        # foreground keeps only its largest error, whose increment is 1. Zero errors add nothing.
+        no_fg = gts == 0
+        if not compact or bool(no_fg.any()):
+            threshold = torch.where(no_fg, errors.amax((0, 2)), threshold)
+        keep = errors >= threshold.clamp_min(torch.finfo(dtype).tiny).view(1, n_rows, 1)
+        err, fg_sorted, counts, order = _sort_rows(errors, fg, keep, compact)
+        del errors, fg, keep
 
-        n = row.numel()
-        starts = torch.searchsorted(row, torch.arange(rows + 1, device=x.device))
-        rank = torch.arange(1, n + 1, device=x.device) - starts[row]
-        fg_seen = fg_sorted.cumsum(0)
-        fg_before_row = (
-            (fg_seen - fg_sorted.long())[starts.clamp(max=max(n - 1, 0))] if n else starts
-        )
-        fg_seen -= fg_before_row[row]
-        gts_rows = torch.cat([gts, gts.new_zeros(1)])[row]
-        increments = jaccard_increments(fg_sorted, gts_rows, rank, fg_seen, dtype)
-        if not compact:
-            increments = increments.masked_fill_(row == rows, 0)
-        losses = torch.zeros(rows + 1, dtype=torch.float64, device=x.device)
-        losses.index_add_(0, row, err.double() * increments)
+        inter, union, starts = _prefix_counts(fg_sorted, counts, gts)
+        increments = jaccard_increments(fg_sorted, union.to(dtype), inter.to(dtype))
+        del inter, union
+        n = err.numel()
+        if not compact:  # the masked pixels, sorted last, take no part
+            increments.masked_fill_(torch.arange(n, device=x.device) >= starts[-1], 0)
+
+        # Row losses: the sums of error * increment over each row's segment, in float64.
+        totals = (err * increments).cumsum(0, dtype=torch.float64)
+        totals = torch.cat([totals.new_zeros(1), totals])
+        losses = totals[(starts + counts)[:n_rows]] - totals[starts[:n_rows]]
 
         if ctx.needs_input_grad[0]:
-            grad = torch.zeros(groups * rows * size, dtype=dtype, device=x.device)
-            grad[order] = torch.where(fg_sorted, -increments, increments)
-            ctx.save_for_backward(grad.view(groups, rows, size))
-        ctx.input_dtype = x.dtype
-        return losses[:rows].to(dtype)
+            row = torch.repeat_interleave(
+                torch.arange(n_rows + 1, device=x.device), counts, output_size=n
+            )
+            if rows.image is None:
+                base = rows.channel * size
+            else:
+                base = (rows.image * channels + rows.channel) * size
+            base = torch.cat([base, base.new_zeros(1)])
+            position = base[row] + order.remainder(size)
+            if groups > 1:
+                group = torch.div(order, n_rows * size, rounding_mode="floor")
+                position += group * (channels * size)
+            ctx.save_for_backward(position, torch.where(fg_sorted, -increments, increments), counts)
+        ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
+        return losses.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_losses):
-        (grad,) = ctx.saved_tensors
-        grad_x = (grad * grad_losses.view(1, -1, 1)).to(ctx.input_dtype)
-        return grad_x, None, None, None, None
+        position, values, counts = ctx.saved_tensors
+        weights = torch.cat([grad_losses.to(values.dtype), values.new_zeros(1)])
+        weights = torch.repeat_interleave(weights, counts, output_size=values.numel())
+        grad = values.new_zeros(ctx.input_shape.numel())
+        grad.index_add_(0, position, values * weights)
+        return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
 
 
-def _lovasz_rows(x, fg, valid, bg_offset):
-    """Row losses of ``x`` [G, R, S]; dropped pixels are compacted away on CPU, masked on GPU."""
-    return _LovaszExtension.apply(x, fg, valid, bg_offset, x.device.type == "cpu")
+def _lovasz_rows(x, labels, rows, bg_offset):
+    """Row losses; dropped pixels are compacted away on CPU and masked (no host sync) on GPU."""
+    return _LovaszExtension.apply(x, labels, rows, bg_offset, x.device.type == "cpu")
 
 
 def _weighted_mean(losses, weights, group, n_groups):
@@ -216,21 +323,21 @@ def lovasz_hinge(
         logits = logits.squeeze(1)
     labels = _flatten_labels(labels, logits.shape, "lovasz_hinge")
     batch = logits.shape[0]
-    x = logits.reshape(batch, -1)
+    x = logits.reshape(batch, 1, -1)
     valid = None if ignore_index is None else labels != ignore_index
-    if labels.dtype == torch.bool:
-        fg = labels
-    else:
+    if labels.dtype != torch.bool:
         _check_label_values(labels, valid, 2, ignore_index, "lovasz_hinge")
-        fg = labels == 1
+    column = labels.to(torch.uint8)
+    void = None
+    if valid is not None and (x.device.type != "cpu" or not bool(valid.all())):
+        void, column = 2, torch.where(valid, column, 2)
+    device = x.device
     if per_image:
-        losses = _lovasz_rows(x.unsqueeze(0), fg.unsqueeze(0), _unsqueeze(valid, 0), 1.0)
-        return losses.mean()
-    return _lovasz_rows(x.unsqueeze(1), fg.unsqueeze(1), _unsqueeze(valid, 1), 1.0)[0]
-
-
-def _unsqueeze(t, dim):
-    return None if t is None else t.unsqueeze(dim)
+        images = torch.arange(batch, device=device)
+        rows = Rows(images, torch.zeros_like(images), torch.ones_like(images), void, 3)
+        return _lovasz_rows(x, column, rows, 1.0).mean()
+    one = torch.ones(1, dtype=torch.long, device=device)
+    return _lovasz_rows(x, column, Rows(None, one - 1, one, void, 3), 1.0)[0]
 
 
 def _class_selection(classes, num_classes, device):
@@ -289,14 +396,18 @@ def lovasz_softmax(
     valid = None if ignore_index is None else labels != ignore_index
     _check_label_values(labels, valid, num_classes, ignore_index, "lovasz_softmax")
     class_ids, present_only = _class_selection(classes, num_classes, p.device)
-    labels = labels.long()
 
-    # Pixel counts per (image, class); the void pixels go to an extra column.
-    column = labels if valid is None else torch.where(valid, labels, num_classes)
+    # Pixel counts per (image, class); void pixels are relabelled ``num_classes`` and counted in
+    # an extra column.
+    void = num_classes
+    column = labels.long() if valid is None else torch.where(valid, labels.long(), void)
     offsets = torch.arange(batch, device=p.device).unsqueeze(1) * (num_classes + 1)
     counts = torch.zeros(batch * (num_classes + 1), dtype=torch.long, device=p.device)
     counts = counts.index_add_(0, (column + offsets).view(-1), torch.ones_like(column).view(-1))
-    counts = counts.view(batch, num_classes + 1)[:, :num_classes]
+    counts = counts.view(batch, num_classes + 1)
+    if valid is not None and p.device.type == "cpu" and not bool(counts[:, void].any()):
+        valid = None  # no void pixel after all: skip the masking passes
+    counts = counts[:, :num_classes]
     if not per_image:
         counts = counts.sum(0, keepdim=True)
     has_valid = counts.sum(1, keepdim=True) > 0
@@ -306,24 +417,17 @@ def lovasz_softmax(
     # Candidate rows: (image, class) pairs, or classes over the whole batch. On CPU the rows of
     # zero weight are dropped before any per-pixel work; on GPU they are kept and weighted by 0.
     n_groups = weights.shape[0]
-    group = torch.arange(n_groups, device=p.device).unsqueeze(1).expand_as(weights)
-    cls = class_ids.unsqueeze(0).expand_as(weights)
+    group = torch.arange(n_groups, device=p.device).unsqueeze(1).expand_as(weights).reshape(-1)
+    cls = class_ids.unsqueeze(0).expand_as(weights).reshape(-1)
+    weights = weights.reshape(-1)
     if p.device.type == "cpu":
-        selected = weights.reshape(-1).nonzero().squeeze(1)
-        group, cls = group.reshape(-1)[selected], cls.reshape(-1)[selected]
-        weights = weights.reshape(-1)[selected]
-    else:
-        group, cls, weights = group.reshape(-1), cls.reshape(-1), weights.reshape(-1)
+        selected = weights.nonzero().squeeze(1)
+        group, cls, weights = group[selected], cls[selected], weights[selected]
     if group.numel() == 0:
         return (p.reshape(-1)[:1] * 0.0).sum().to(compute_dtype(p))
 
-    if per_image:
-        x = p.reshape(batch * num_classes, -1)[group * num_classes + cls].unsqueeze(0)
-        fg = (labels[group] == cls.unsqueeze(1)).unsqueeze(0)
-        row_valid = None if valid is None else valid[group].unsqueeze(0)
-    else:
-        x = p.index_select(1, cls)
-        fg = labels.unsqueeze(1) == cls.view(1, -1, 1)
-        row_valid = _unsqueeze(valid, 1)
-    losses = _lovasz_rows(x, fg, row_valid, 0.0)
+    small = torch.uint8 if num_classes < 255 else torch.int32
+    image = group if per_image else None
+    rows = Rows(image, cls, cls, None if valid is None else void, num_classes + 1)
+    losses = _lovasz_rows(p, column.to(small), rows, 0.0)
     return _weighted_mean(losses, weights, group, n_groups).mean()

@@ -162,7 +162,7 @@ def test_masked_path_equals_compacted_path(per_image, monkeypatch):
     monkeypatch.setattr(
         kernel,
         "_lovasz_rows",
-        lambda x, fg, v, off: kernel._LovaszExtension.apply(x, fg, v, off, False),
+        lambda x, labels, rows, off: kernel._LovaszExtension.apply(x, labels, rows, off, False),
     )
     masked = run()
     for a, b in zip(compact, masked, strict=True):
