@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import labels as label_maps  # noqa: E402
+import labels as label_maps
 
 IGNORE = label_maps.IGNORE
 IMPLS = ("baseline", "lovaszseg", "smp")

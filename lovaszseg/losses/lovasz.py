@@ -252,7 +252,10 @@ class _LovaszExtension(torch.autograd.Function):
         del xd
         if rows.activation == "elu+1":  # a monotone map: the order, hence the increments, stay
             errors = torch.nn.functional.elu(errors).add_(1)
+            # Vectorised and scalar exp may differ in the last ulp: lower the threshold a little
+            # (keeping a few more pixels, whose increments are 0, is still exact).
             threshold = torch.nn.functional.elu(threshold).add_(1)
+            threshold *= 1 - 8 * torch.finfo(dtype).eps
         groups, n_rows, _ = errors.shape
         # Below the smallest foreground error every pixel's Jaccard increment is 0; a row without
         # foreground keeps only its largest error, whose increment is 1. Zero errors add nothing.
