@@ -89,13 +89,12 @@ def load_runs(roots: Iterable[Path]) -> list[Run]:
 
 def load_run(path: Path) -> Run:
     """Load one run directory; raises ValueError naming the file that cannot be parsed."""
-    results = _read_json(path / "results.json")
+    results = _read_json(path / "results.json") or {}
     config = _read_yaml(path / ".hydra" / "config.yaml")
     hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
     choices = _dig(hydra_cfg, "hydra", "runtime", "choices") or {}
     metrics_path = path / "metrics.csv"
     curves = read_curves(metrics_path) if metrics_path.is_file() else {}
-    results = results or {}
     config_data = _dig(config, "data") or {}
     class_names = _class_names(results, config_data, curves)
     return Run(
@@ -103,7 +102,9 @@ def load_run(path: Path) -> Run:
         loss=str(results.get("loss") or choices.get("loss") or "unknown"),
         seed=_as_int(results.get("seed", _dig(config, "seed"))),
         status=str(results.get("status", INCOMPLETE)),
-        task=results.get("task") or _task_from_class_count(config_data, class_names),
+        task=results.get("task")
+        or _dig(config, "loss", "task")
+        or _task_from_class_count(config_data, class_names),
         data=results.get("data") or choices.get("data"),
         model=results.get("model") or choices.get("model"),
         experiment=results.get("experiment") or choices.get("experiment"),
