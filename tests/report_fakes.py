@@ -54,7 +54,7 @@ def write_run(
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     per_class = [_per_class(m, classes) for m in miou]
-    _write_metrics_csv(run_dir / "metrics.csv", miou, per_class)
+    write_metrics_csv(run_dir / "metrics.csv", metric_rows(miou, per_class))
     terms = {name: {"weight": w} for name, w in (weights or LOSS_TERMS[loss]).items()}
     task = "binary" if len(classes) == 2 else "multiclass"
     config = {
@@ -135,7 +135,8 @@ def _per_class(miou: float, classes: tuple[str, ...]) -> dict[str, float]:
     return {name: BACKGROUND_IOU if i == 0 else rest for i, name in enumerate(classes)}
 
 
-def _write_metrics_csv(path: Path, miou: list[float], per_class: list[dict[str, float]]) -> None:
+def metric_rows(miou: list[float], per_class: list[dict[str, float]]) -> list[dict]:
+    """What a Lightning run logs: two training rows and one validation row per epoch."""
     rows: list[dict] = []
     step = 0
     for epoch, (m, classes) in enumerate(zip(miou, per_class, strict=True)):
@@ -145,6 +146,11 @@ def _write_metrics_csv(path: Path, miou: list[float], per_class: list[dict[str, 
         val = {"epoch": epoch, "step": step, "val/mIoU": m}
         val.update({f"val/IoU_{name}": v for name, v in classes.items()})
         rows.append(val)
+    return rows
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as CSVLogger does: sorted header, empty cells for metrics not logged."""
     header = sorted({key for row in rows for key in row})
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from report_fakes import road_curve, write_run, write_sweep
+from report_fakes import metric_rows, road_curve, write_metrics_csv, write_run, write_sweep
 
 from lovaszseg.reporting.metrics_csv import read_curves
 from lovaszseg.reporting.runs import find_run_dirs, load_run, load_runs
@@ -25,6 +25,21 @@ def test_read_curves_takes_sparse_rows_and_last_value_per_epoch(tmp_path):
     assert curves["val/mIoU"] == {0: 0.60, 1: 0.68}
     assert curves["val/IoU_road"] == {0: 0.30, 1: 0.40, 2: 0.41}
     assert curves["train/loss"] == {0: 0.9, 1: 0.7}
+
+
+def test_fake_metrics_csv_is_byte_identical_to_lightning_csvlogger(tmp_path):
+    """The report tests' fake runs write exactly what Lightning's CSVLogger writes."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    rows = metric_rows([0.5, 0.7], [{"background": 0.97, "road": 0.03}, {"road": 0.43}])
+    logger = CSVLogger(tmp_path / "lightning", name="", version="")
+    for row in rows:
+        logger.log_metrics({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+    logger.save()
+    write_metrics_csv(tmp_path / "fake.csv", rows)
+    real = (tmp_path / "lightning" / "metrics.csv").read_bytes()
+    assert real == (tmp_path / "fake.csv").read_bytes()
+    assert read_curves(tmp_path / "fake.csv")["val/IoU_road"] == {0: 0.03, 1: 0.43}
 
 
 @pytest.mark.parametrize(

@@ -160,8 +160,8 @@ def summarise(
         _panel(value, members, labels, metric, baseline, by, include_incomplete)
         for value, members in sorted(panels_runs.items(), key=lambda item: str(item[0]))
     ]
-    if baseline is not None and not any(p.baseline == baseline for p in panels):
-        known = sorted({g.label for p in panels for g in p.groups})
+    known = sorted({g.label for p in panels for g in p.groups})
+    if baseline is not None and baseline not in known:
         raise ValueError(f"--baseline {baseline!r}: no such loss group; the groups are {known}")
     return Report(metric, by, panels, [r for r in runs if not r.complete])
 
@@ -219,14 +219,15 @@ def _pick_baseline(
 ) -> tuple[GroupSummary | None, str | None]:
     by_label = {g.label: g for g in groups}
     if requested is not None:
-        if requested in by_label:
-            return by_label[requested], None
-        return None, f"no `{requested}` runs here, so there is no Δ to the baseline"
-    tasks = {s.run.task for g in groups for s in g.scores + g.left_out}
-    name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
-    if name is None:
-        return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
+        name = requested
+    else:
+        tasks = {s.run.task for g in groups for s in g.scores + g.left_out}
+        name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
+        if name is None:
+            return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
     if name in by_label:
+        if by_label[name].best is None:
+            return None, f"`{name}` has no finished runs, so there is no Δ to the baseline"
         return by_label[name], None
     return (
         None,
@@ -236,14 +237,15 @@ def _pick_baseline(
 
 def _compare_to_baseline(groups: list[GroupSummary], baseline: GroupSummary | None) -> None:
     """Δ of each group's mean to the baseline's, raw and in pooled seed standard deviations."""
-    if baseline is None or baseline.best is None:
+    if baseline is None:
         return
     baseline.is_baseline = True
+    reference = baseline.best
     for group in groups:
         if group.best is None:
             continue
-        group.delta = group.best.mean - baseline.best.mean
-        pooled = pooled_std(group.best, baseline.best)
+        group.delta = group.best.mean - reference.mean
+        pooled = pooled_std(group.best, reference)
         group.delta_in_std = group.delta / pooled if pooled else None
 
 
