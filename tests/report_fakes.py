@@ -83,6 +83,8 @@ def write_run(
         "paths": "default",
         "hydra/launcher": "basic",
         "hydra/sweeper": "basic",
+        # nested defaults show up as group@package, e.g. loss_term@loss.terms.bce: bce
+        **{f"loss_term@loss.terms.{name}": name for name in terms},
     }
     overrides = [f"loss={loss}", f"seed={seed}", "experiment=roads_modes"]
     overrides += [f"loss.terms.{name}.weight={w}" for name, w in (weights or {}).items()]

@@ -12,7 +12,7 @@ from report_fakes import road_curve, write_run, write_sweep
 from test_report_aggregate import roads_sweeps
 
 from lovaszseg.report import FIGURE_NAME, main
-from lovaszseg.reporting.plot import DPI, PANEL_SIZE
+from lovaszseg.reporting.plot import DPI, LEGEND_WIDTH, PANEL_SIZE
 
 
 def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, monkeypatch):
@@ -24,7 +24,7 @@ def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, mon
     with Image.open(out / FIGURE_NAME) as png:
         png.load()
         assert png.format == "PNG"
-        assert png.size == (round((PANEL_SIZE[0] + 3.0) * DPI), round(PANEL_SIZE[1] * DPI))
+        assert png.size == (round((PANEL_SIZE[0] + LEGEND_WIDTH) * DPI), round(PANEL_SIZE[1] * DPI))
     assert sorted(p.name for p in out.iterdir()) == [FIGURE_NAME, "report.json", "report.md"]
 
     markdown = (out / "report.md").read_text()
@@ -61,8 +61,8 @@ def test_report_defaults_to_the_first_dir_and_splits_many_classes(tmp_path):
     )
     assert main([str(sweep), "--by", "data.difficulty"]) == 0
     markdown = (sweep / "report.md").read_text()
-    assert "## Best val/mIoU — hard" in markdown
-    assert "### Per-class IoU (%) — hard" in markdown
+    assert "## Best val/mIoU — data.difficulty=hard" in markdown
+    assert "### Per-class IoU (%) — data.difficulty=hard" in markdown
     assert "| e | " in markdown and "IoU e (%)" not in markdown
     assert (sweep / FIGURE_NAME).stat().st_size > 10_000
 

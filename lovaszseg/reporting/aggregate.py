@@ -98,6 +98,8 @@ class Panel:
     """The groups ranked against each other: all runs, or those sharing one ``--by`` value."""
 
     by_value: str | None
+    heading: str | None
+    """``KEY=value`` of the panel's ``--by`` setting, for titles; None without ``--by``."""
     groups: list[GroupSummary]
     class_names: tuple[str, ...]
     baseline: str | None
@@ -188,6 +190,7 @@ def _panel(
     _compare_to_baseline(groups, chosen)
     return Panel(
         by_value=by_value,
+        heading=f"{by}={by_value}" if by else None,
         groups=groups,
         class_names=_class_names(runs),
         baseline=chosen.label if chosen else None,

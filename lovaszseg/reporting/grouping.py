@@ -104,9 +104,9 @@ def setting_value(run: Run, key: str) -> str:
 def run_settings(run: Run) -> dict[str, Any]:
     """Group choices and config leaves of a run, minus what may differ between repetitions."""
     settings: dict[str, Any] = {
-        f"{name}=": choice
+        f"{path}=": choice
         for name, choice in run.choices.items()
-        if not any(is_under(name.split("/")[0], skip) for skip in NOT_SETTINGS)
+        if not any(is_under(path := _choice_path(name), skip) for skip in NOT_SETTINGS)
     }
     if run.config is not None:
         settings.update(
@@ -135,6 +135,12 @@ def setting_caveats(runs: Iterable[Run], by: str | None = None) -> list[str]:
         shown = " | ".join(values) if len(values) <= 4 else f"{len(values)} distinct values"
         lines.append(f"runs differ in `{name}` ({shown}); compare them apart with `--by {name}`")
     return lines
+
+
+def _choice_path(name: str) -> str:
+    """Where a choice lands in the config: ``hydra/launcher`` -> ``hydra.launcher``, and a
+    nested default ``loss_term@loss.terms.bce`` -> its package ``loss.terms.bce``."""
+    return name.split("@", 1)[1] if "@" in name else name.replace("/", ".")
 
 
 def _loss_settings(run: Run) -> dict[str, Any]:

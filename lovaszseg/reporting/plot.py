@@ -8,6 +8,7 @@ A bare ``Figure`` renders with the Agg canvas, without pyplot's global state or 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,8 @@ from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report
 from lovaszseg.reporting.atomic import atomic_path
 
 PANEL_SIZE = (7.0, 4.8)
+LEGEND_WIDTH = 3.0
+MAX_COLUMNS = 3
 DPI = 120
 
 
@@ -34,11 +37,17 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
     """Write the figure as a PNG to ``path`` (atomically)."""
     colours = group_colours(report)
     n = len(report.panels)
-    fig = Figure(figsize=(PANEL_SIZE[0] * n + 3.0, PANEL_SIZE[1]), layout="constrained")
-    axes = fig.subplots(1, n, sharey=True, squeeze=False)
-    for ax, panel in zip(axes[0], report.panels, strict=True):
+    cols, rows = min(n, MAX_COLUMNS), math.ceil(n / MAX_COLUMNS)
+    fig = Figure(
+        figsize=(PANEL_SIZE[0] * cols + LEGEND_WIDTH, PANEL_SIZE[1] * rows), layout="constrained"
+    )
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+    for ax, panel in zip(axes, report.panels, strict=False):
         _draw_panel(ax, panel, report.metric, colours)
-    axes[0][0].set_ylabel(f"{report.metric} (%)")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel(f"{report.metric} (%)")
     handles, labels = _legend_entries(report, colours)
     fig.legend(
         handles,
@@ -62,8 +71,8 @@ def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> Non
                 epochs, values = _curve(score.run.curves.get(metric, {}))
                 ax.plot(epochs, values, style, color=colour, linewidth=0.8, alpha=0.45)
         _draw_mean_and_band(ax, group, metric, colour)
-    if panel.by_value is not None:
-        ax.set_title(panel.by_value)
+    if panel.heading is not None:
+        ax.set_title(panel.heading)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
@@ -90,9 +99,10 @@ def _curve(curve: dict[int, float]) -> tuple[list[int], list[float]]:
 
 
 def _legend_entries(report: Report, colours: dict[str, tuple]) -> tuple[list, list[str]]:
-    counts: dict[str, int] = {}
+    """One entry per group, with its seed count in each panel: ``bce (n=3)``, ``bce (n=3, 2)``."""
+    counts: dict[str, list[str]] = {label: [] for label in colours}
     for panel in report.panels:
         for group in panel.groups:
-            counts[group.label] = counts.get(group.label, 0) + len(group.scores)
+            counts[group.label].append(str(len(group.scores)))
     handles = [Line2D([], [], color=colours[label], linewidth=2.2) for label in colours]
-    return handles, [f"{label} (n={counts[label]})" for label in colours]
+    return handles, [f"{label} (n={', '.join(counts[label])})" for label in colours]

@@ -60,7 +60,7 @@ def ranking_table(panel: Panel, metric: str) -> Table:
                 duration(group.wall_time_s.mean if group.wall_time_s else None),
             ]
         )
-    title = f"Best {metric}" + (f" — {panel.by_value}" if panel.by_value else "")
+    title = f"Best {metric}" + (f" — {panel.heading}" if panel.heading else "")
     return Table(title, header, rows)
 
 
@@ -73,7 +73,7 @@ def per_class_table(panel: Panel) -> Table | None:
     rows = [
         [name, *(mean_std(g.per_class.get(name)) for g in groups)] for name in panel.class_names
     ]
-    title = "Per-class IoU (%)" + (f" — {panel.by_value}" if panel.by_value else "")
+    title = "Per-class IoU (%)" + (f" — {panel.heading}" if panel.heading else "")
     return Table(title, header, rows, label_column=0)
 
 
