@@ -180,3 +180,9 @@ def test_missing_baseline_and_repeated_seeds_are_noted(tmp_path):
     assert panel.baseline is None and panel.groups[0].delta is None
     assert any("no `bce` runs here" in note for note in panel.notes)
     assert any("seed(s) [1] more than once" in note for note in panel.notes)
+
+
+def test_a_metric_no_run_logged_is_refused_with_the_logged_ones(tmp_path):
+    runs = load_runs(roads_sweeps(tmp_path))
+    with pytest.raises(ValueError, match=r"--metric 'val/miou'.*'val/IoU_road', 'val/mIoU'"):
+        summarise(runs, metric="val/miou")

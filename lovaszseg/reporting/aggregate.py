@@ -154,6 +154,7 @@ def summarise(
     """Score, group, rank and compare ``runs``; raises ValueError for an unknown baseline."""
     if not runs:
         raise ValueError("no runs to report on")
+    _check_metric_logged(runs, metric)
     labels = loss_labels(runs)
     panels_runs: dict[str | None, list[Run]] = defaultdict(list)
     for run in runs:
@@ -166,6 +167,18 @@ def summarise(
     if baseline is not None and baseline not in known:
         raise ValueError(f"--baseline {baseline!r}: no such loss group; the groups are {known}")
     return Report(metric, by, panels, [r for r in runs if not r.complete])
+
+
+def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:
+    """A misspelt ``--metric`` must fail loudly, not produce a report of n/a."""
+    logged = {name for run in runs for name in run.curves}
+    summarised = {k for run in runs for k in ((run.results or {}).get("best") or {})}
+    if metric not in logged | summarised:
+        where = sorted({str(run.path.parent) for run in runs})[:3]
+        raise ValueError(
+            f"--metric {metric!r}: no run under {', '.join(where)} logged it; "
+            f"logged: {sorted(name for name in logged if name.startswith('val/'))}"
+        )
 
 
 def _panel(

@@ -15,7 +15,8 @@ from lovaszseg.reporting.table import per_class_table, ranking_table, to_markdow
 READING_GUIDE = (
     "Each run is scored by its best `{metric}` over its epochs. Groups show mean ± sample "
     "standard deviation over the n seeds counted (n/a with one seed), in %; (+k) are "
-    "incomplete runs left out. Δ is the difference of the means "
+    "incomplete runs left out; epochs count from 0, as Lightning logs them. "
+    "Δ is the difference of the means "
     "to the baseline in percentage points; Δ/σ divides it by the pooled seed standard deviation. "
     "Rough guide: with 3 seeds per group |Δ/σ| below ≈ 2.3 is within seed noise (two-sided "
     "t-test at 5 %, 4 degrees of freedom); with 5 seeds, below ≈ 1.5."
