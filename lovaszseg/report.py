@@ -21,7 +21,7 @@ from lovaszseg.reporting.document import render_markdown, subject
 from lovaszseg.reporting.export import report_to_dict
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
-from lovaszseg.reporting.table import per_class_table, ranking_table, to_rich
+from lovaszseg.reporting.table import incomplete_table, per_class_table, ranking_table, to_rich
 
 FIGURE_NAME = "miou_per_epoch.png"
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in panel.notes:
             console.print(f"[yellow]note:[/] {note}")
     if report.incomplete:
-        console.print(f"[yellow]{len(report.incomplete)} incomplete run(s)[/] (see report.md)")
+        console.print(to_rich(incomplete_table(report)))
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")
     return 0
 

@@ -35,7 +35,9 @@ def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, mon
     assert "| +4.00 | +2.5 | 97.00 ± 0.00 | 55.00 ± 2.00 |" in table_rows[2]
     assert table_rows[3].startswith("| 2 | bce | 3 | 72.00 ± 2.00 | baseline | – |")
     assert table_rows[4].startswith("| 3 | lovasz_hinge | 1 | 66.00 ± n/a | -6.00 | -3.0 |")
-    assert "## Incomplete runs" in markdown and "day2/3" in markdown
+    assert "## Incomplete runs" in markdown
+    crashed = f"| {sweeps[1] / '3'} | lovasz_hinge_bce | 4 | incomplete | 1 | 90.00 | no |"
+    assert crashed in markdown.splitlines()
 
     data = json.loads((out / "report.json").read_text())
     groups = data["panels"][0]["groups"]

@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lovaszseg.reporting.aggregate import Report
-from lovaszseg.reporting.table import per_class_table, ranking_table, to_markdown
+from lovaszseg.reporting.table import (
+    incomplete_table,
+    per_class_table,
+    ranking_table,
+    to_markdown,
+)
 
 READING_GUIDE = (
     "Each run is scored by its best `{metric}` over its epochs. Groups show mean ± sample "
@@ -52,24 +57,5 @@ def render_markdown(report: Report, sources: Sequence[Path], figure_name: str) -
         if panel.notes:
             lines += ["", *(f"- {note}" for note in panel.notes)]
     if report.incomplete:
-        lines += ["", "## Incomplete runs", "", _incomplete_table(report)]
+        lines += ["", "## Incomplete runs", "", to_markdown(incomplete_table(report))]
     return "\n".join(lines) + "\n"
-
-
-def _incomplete_table(report: Report) -> str:
-    header = "| run | loss | seed | status | epochs logged | best so far (%) | counted |"
-    rows = [header, "| --- | --- | --- | --- | --- | --- | --- |"]
-    for panel in report.panels:
-        for group in panel.groups:
-            counted = {id(s) for s in group.scores}
-            for score in group.scores + group.left_out:
-                run = score.run
-                if run.complete:
-                    continue
-                curve = run.curves.get(report.metric, {})
-                best = "n/a" if score.best is None else f"{100.0 * score.best:.2f}"
-                rows.append(
-                    f"| `{run.path}` | {group.label} | {run.seed} | {run.status} | {len(curve)} "
-                    f"| {best} | {'yes' if id(score) in counted else 'no'} |"
-                )
-    return "\n".join(rows)

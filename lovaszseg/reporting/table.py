@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rich import box
 from rich.table import Table as RichTable
 
-from lovaszseg.reporting.aggregate import GroupSummary, Panel, Spread
+from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, Spread
 
 MAX_CLASS_COLUMNS = 5
 """Up to this many classes, per-class IoU sits in the ranking; beyond, in its own table."""
@@ -75,6 +75,29 @@ def per_class_table(panel: Panel) -> Table | None:
     ]
     title = "Per-class IoU (%)" + (f" — {panel.heading}" if panel.heading else "")
     return Table(title, header, rows, label_column=0)
+
+
+def incomplete_table(report: Report) -> Table:
+    """The runs without a finished results.json: how far they got, and whether they count."""
+    header = ["run", "loss", "seed", "status", "epochs logged", "best so far (%)", "counted"]
+    rows = []
+    for panel in report.panels:
+        for group in panel.groups:
+            for scores, counted in ((group.scores, "yes"), (group.left_out, "no")):
+                rows += [
+                    [
+                        str(s.run.path),
+                        group.label,
+                        str(s.run.seed),
+                        s.run.status,
+                        str(len(s.run.curves.get(report.metric, {}))),
+                        NA if s.best is None else f"{100.0 * s.best:.2f}",
+                        counted,
+                    ]
+                    for s in scores
+                    if not s.run.complete
+                ]
+    return Table("Incomplete runs", header, rows, label_column=0)
 
 
 def to_markdown(table: Table) -> str:
