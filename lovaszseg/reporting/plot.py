@@ -69,7 +69,8 @@ def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> Non
         for style, scores in (("-", group.scores), ("--", group.left_out)):
             for score in scores:
                 epochs, values = _curve(score.run.curves.get(metric, {}))
-                ax.plot(epochs, values, style, color=colour, linewidth=0.8, alpha=0.45)
+                marker = "o" if len(epochs) == 1 else None  # a run killed after one epoch
+                ax.plot(epochs, values, style, marker=marker, color=colour, lw=0.8, alpha=0.45)
         _draw_mean_and_band(ax, group, metric, colour)
     if panel.heading is not None:
         ax.set_title(panel.heading)
