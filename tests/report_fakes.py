@@ -40,6 +40,7 @@ def write_run(
     seed: int,
     miou: list[float],
     complete: bool = True,
+    status: str = "completed",
     classes: tuple[str, ...] = ROAD_CLASSES,
     data: str = "synthetic_roads",
     difficulty: str = "hard",
@@ -51,6 +52,8 @@ def write_run(
     """Write one run; per-class IoU is derived so that its mean is exactly ``miou``.
 
     ``max_epochs`` defaults to the epochs logged; a crashed run logged fewer than it planned.
+    ``complete=False`` leaves out results.json (a killed run); ``status`` is what it records
+    otherwise (the trainer writes ``running`` after each validation, ``failed`` on an error).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     per_class = [_per_class(m, classes) for m in miou]
@@ -109,7 +112,7 @@ def write_run(
             "experiment": "roads_modes",
             "seed": seed,
             "epochs": len(miou),
-            "status": "completed",
+            "status": status,
             "best": {
                 "val/mIoU": miou[best_epoch],
                 "epoch": best_epoch,

@@ -105,6 +105,12 @@ def test_load_run_falls_back_to_hydra_files_for_a_crashed_run(tmp_path):
     assert run.class_names == ("sky", "car", "bike")
 
 
+@pytest.mark.parametrize("status", ["running", "failed", "interrupted"])
+def test_load_run_treats_any_status_but_completed_as_incomplete(tmp_path, status):
+    run = load_run(write_run(tmp_path / "r", loss="bce", seed=1, miou=[0.5], status=status))
+    assert (run.status, run.complete) == (status, False)
+
+
 def test_load_run_survives_a_run_that_died_before_logging(tmp_path):
     run_dir = write_run(tmp_path / "r", loss="bce", seed=1, miou=[0.5], complete=False)
     (run_dir / "metrics.csv").unlink()
