@@ -10,42 +10,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from report_fakes import road_curve, write_run, write_sweep
+from report_fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
 
 from lovaszseg.reporting.aggregate import Spread, pooled_std, summarise
 from lovaszseg.reporting.runs import load_runs
-
-BCE = (0.70, 0.72, 0.74)
-COMBINED = (0.75, 0.76, 0.77)
-
-
-def roads_sweeps(root):
-    """Two sweeps, as a user runs them on different days, plus one crashed run."""
-    first = write_sweep(
-        root / "day1",
-        [
-            {"loss": "bce", "seed": s, "miou": road_curve(b)}
-            for s, b in zip((1, 2, 3), BCE, strict=True)
-        ]
-        + [{"loss": "lovasz_hinge", "seed": 1, "miou": road_curve(0.66)}],
-    )
-    second = write_sweep(
-        root / "day2",
-        [
-            {"loss": "lovasz_hinge_bce", "seed": s, "miou": road_curve(b)}
-            for s, b in zip((1, 2, 3), COMBINED, strict=True)
-        ]
-        + [
-            {
-                "loss": "lovasz_hinge_bce",
-                "seed": 4,
-                "miou": [0.9],  # better than any finished run
-                "complete": False,
-                "max_epochs": 3,
-            }
-        ],
-    )
-    return [first, second]
 
 
 def group(panel, label):

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 from PIL import Image
-from report_fakes import road_curve, write_run, write_sweep
-from test_report_aggregate import roads_sweeps
+from report_fakes import road_curve, roads_sweeps, write_run, write_sweep
 
 from lovaszseg.report import FIGURE_NAME, main
 from lovaszseg.reporting.plot import DPI, LEGEND_WIDTH, PANEL_SIZE
