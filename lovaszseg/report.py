@@ -38,19 +38,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="RUN_OR_SWEEP_DIR",
         help="run dirs, Hydra sweep dirs, or folders holding them",
     )
-    parser.add_argument("--out", type=Path, help="output folder (default: the first dir)")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (default: the first dir)"
+    )
     parser.add_argument(
         "--baseline",
+        metavar="LOSS",
         help="loss group to compare against (default: bce for binary, ce for multiclass runs)",
     )
     parser.add_argument(
         "--metric",
         default="val/mIoU",
+        metavar="NAME",
         help="metrics.csv column to rank by, higher is better (default: val/mIoU)",
     )
     parser.add_argument(
         "--by",
-        help="config key or group choice to compare separately, e.g. data.difficulty or data",
+        metavar="KEY",
+        help="config key or group choice to compare separately, "
+        "e.g. data.synthetic.difficulty or data",
     )
     parser.add_argument(
         "--include-incomplete",
