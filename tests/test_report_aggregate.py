@@ -7,6 +7,7 @@ Pooled std of bce and lovasz_hinge_bce: sqrt((2·0.02² + 2·0.01²) / 4) = sqrt
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -154,3 +155,19 @@ def test_a_metric_no_run_logged_is_refused_with_the_logged_ones(tmp_path):
     runs = load_runs(roads_sweeps(tmp_path))
     with pytest.raises(ValueError, match=r"--metric 'val/miou'.*'val/IoU_road', 'val/mIoU'"):
         summarise(runs, metric="val/miou")
+
+
+def test_two_run_finetune_is_its_own_group_named_after_its_start(tmp_path):
+    """`init_from` a bce run's checkpoint: "bce → lovasz_hinge", not the direct mode's group."""
+    start = write_run(tmp_path / "bce", loss="bce", seed=1, miou=road_curve(0.70))
+    direct = write_run(tmp_path / "direct", loss="lovasz_hinge", seed=1, miou=road_curve(0.60))
+    tuned = write_run(tmp_path / "tuned", loss="lovasz_hinge", seed=1, miou=road_curve(0.74))
+    ckpt = str(start / "checkpoints" / "best.ckpt")
+    results = json.loads((tuned / "results.json").read_text())
+    (tuned / "results.json").write_text(json.dumps({**results, "init_from": ckpt}))
+    config = tuned / ".hydra" / "config.yaml"
+    config.write_text(config.read_text() + f"init_from: {ckpt}\n")
+    (panel,) = summarise(load_runs([start, direct, tuned])).panels
+    assert [g.label for g in panel.groups] == ["bce → lovasz_hinge", "bce", "lovasz_hinge"]
+    assert panel.groups[0].delta == pytest.approx(0.04)
+    assert panel.notes == []

@@ -9,6 +9,7 @@ on its own. Any other setting that differs inside a panel is reported, never sil
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from lovaszseg.reporting.runs import Run
 UNSET = "unset"
 _ABSENT = object()
 
-NOT_SETTINGS = ("seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path")
+NOT_SETTINGS = ("seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path", "init_from")
 """Keys and choices that legitimately differ between repetitions, or that the group label
 already covers; everything else differing inside a panel is a caveat."""
 
@@ -63,7 +64,7 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
     """
     by_choice: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        by_choice[run.loss].append(run)
+        by_choice[_loss_name(run)].append(run)
     labels = {}
     for choice, members in by_choice.items():
         known = [r for r in members if r.config is not None]
@@ -78,6 +79,24 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
                 shown = ", ".join(f"{k}={settings.get(k, UNSET)}" for k in differing)
                 labels[run.path] = f"{choice} ({shown})"
     return labels
+
+
+def _loss_name(run: Run) -> str:
+    """The loss choice; ``bce → lovasz_hinge`` for the two-run finetune recipe, which starts
+    from another run's checkpoint (``init_from``) and must not merge with the direct mode."""
+    init_from = (run.results or {}).get("init_from") or (run.config or {}).get("init_from")
+    if not init_from:
+        return run.loss
+    return f"{_loss_of_checkpoint(Path(str(init_from)))} → {run.loss}"
+
+
+def _loss_of_checkpoint(ckpt: Path) -> str:
+    """The loss of the run that wrote ``ckpt`` (``<run>/checkpoints/x.ckpt``), if it can be read."""
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    try:
+        return str(json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "checkpoint"
 
 
 def setting_value(run: Run, key: str) -> str:
