@@ -37,7 +37,7 @@ IMPLS = ("baseline", "lovaszseg", "smp")
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # "softmax" or "hinge"
+    kind: str  # "softmax", "hinge" or "multilabel"
     batch: int
     classes: int
     size: int
@@ -67,6 +67,8 @@ def all_cases() -> list[Case]:
         Case("d", "softmax", 4, 150, 256, "ade_like", True),
         Case("e", "softmax", 8, 21, 256, "voc_like", False, "confident"),
         Case("e", "hinge", 8, 1, 512, "thin_roads", False, "confident"),
+        Case("f", "multilabel", 8, 10, 256, "sparse_multilabel", False),
+        Case("f", "multilabel", 8, 10, 256, "sparse_multilabel", True),
     ]
     return cases
 
@@ -80,13 +82,15 @@ def make_inputs(case: Case, device: str):
     g = torch.Generator().manual_seed(0)
     if case.kind == "hinge":
         labels = label_maps.thin_roads(case.batch, case.size).unsqueeze(1)
+    elif case.kind == "multilabel":
+        labels = label_maps.sparse_multilabel(case.batch, case.size, case.classes)
     else:
         make = getattr(label_maps, case.labels)
         labels = make(case.batch, case.size, case.classes)
     shape = (case.batch, case.classes, case.size, case.size)
     logits = torch.randn(shape, generator=g) * 2
     if case.logits == "confident":
-        if case.kind == "hinge":
+        if case.kind != "softmax":
             target = labels.float() * 2 - 1
         else:
             target = F.one_hot(labels.clamp(max=case.classes - 1), case.classes)
@@ -98,8 +102,14 @@ def make_inputs(case: Case, device: str):
 def make_loss(case: Case, impl: str):
     from segmentation_models_pytorch.losses import LovaszLoss
 
-    from lovaszseg.losses import LovaszHingeLoss, LovaszSoftmaxLoss
+    from lovaszseg.losses import LovaszHingeLoss, LovaszMultilabelLoss, LovaszSoftmaxLoss
 
+    if case.kind == "multilabel":  # smp's "multilabel" is one hinge over all channels flattened
+        if impl == "baseline":
+            return lambda x, y: F.binary_cross_entropy_with_logits(x, y.float())
+        if impl == "lovaszseg":
+            return LovaszMultilabelLoss("hinge", per_image=case.per_image)
+        return LovaszLoss("multilabel", per_image=case.per_image)
     if case.kind == "hinge":
         if impl == "baseline":
             return lambda x, y: F.binary_cross_entropy_with_logits(x, y.float())
@@ -227,7 +237,7 @@ def print_table(rows, device, threads) -> None:
         if has_memory:
             cells += [f"{r['peak_mb'].get(k, float('nan')):.0f}" for k in IMPLS]
         table.add_row(*cells)
-    Console().print(table)
+    Console(width=170).print(table)
 
 
 def main() -> None:
@@ -257,9 +267,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 5)
     common = ["--threads", str(args.threads), "--device", args.device]
     common += ["--quick"] if args.quick else []
-    runs = [
-        _child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)
-    ]
+    runs = [_child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)]
     memory = {}
     if not args.no_memory:
         for i in range(len(cases)):

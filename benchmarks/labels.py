@@ -83,3 +83,13 @@ def thin_roads(batch, size, fraction=0.05, seed=0) -> torch.Tensor:
             across = (yy - cy) * dx - (xx - cx) * dy
             labels[b][(across.abs() <= half_width) & (along.abs() <= length / 2)] = 1
     return labels
+
+
+def sparse_multilabel(batch, size, channels=10, fraction=0.05, seed=0) -> torch.Tensor:
+    """[B, C, H, W] 0/1 targets: each channel holds blobs covering about ``fraction`` of pixels."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(batch * channels, 1, size // 16, size // 16, generator=g)
+    smooth = F.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False)
+    threshold = torch.quantile(smooth.view(batch * channels, -1)[:, ::97], 1 - fraction, dim=1)
+    targets = smooth.view(batch * channels, -1) > threshold.unsqueeze(1)
+    return targets.view(batch, channels, size, size).long()
