@@ -99,7 +99,7 @@ def _label_errors(xd, labels, rows):
     foreground pixels — at most one row per pixel — are then overwritten by a scatter over the
     B·S pixels, rather than by a pass over all rows.
     """
-    batch, channels, size = xd.shape
+    batch, _, size = xd.shape
     per_image = rows.image is not None
     groups, n_rows = (1 if per_image else batch), rows.channel.numel()
     numel = groups * n_rows * size
@@ -109,35 +109,33 @@ def _label_errors(xd, labels, rows):
         errors.add_(rows.offset)
 
     # The row, if any, in which each pixel is foreground: table[image, label] -> row (or n_rows).
+    # All pixel arithmetic is on the [B, S] grid with broadcast indices: no division, no loop.
+    device = xd.device
     table = torch.full(
-        (batch if per_image else 1, rows.num_labels), n_rows, dtype=torch.long, device=xd.device
+        (batch if per_image else 1, rows.num_labels), n_rows, dtype=torch.long, device=device
     )
-    table[rows.image if per_image else 0, rows.target] = torch.arange(n_rows, device=xd.device)
+    table[rows.image if per_image else 0, rows.target] = torch.arange(n_rows, device=device)
+    image_index = torch.arange(batch, device=device).unsqueeze(1)
     label_index = labels.long()
     if per_image:
-        label_index += torch.arange(batch, device=xd.device).unsqueeze(1) * rows.num_labels
-    pixel_row = table.view(-1)[label_index].view(-1)
-    if xd.device.type == "cpu":
-        pixel = (pixel_row < n_rows).nonzero().squeeze(1)
-        pixel_row = pixel_row.index_select(0, pixel)
-    else:
-        pixel = torch.arange(batch * size, device=xd.device)
-    image, spatial = torch.div(pixel, size, rounding_mode="floor"), pixel.remainder(size)
+        label_index += image_index * rows.num_labels
+    pixel_row = table.view(-1).index_select(0, label_index.view(-1)).view(batch, size)
     row = pixel_row.clamp(max=n_rows - 1)
-    own = xd.view(-1)[(image * channels + rows.channel[row]) * size + spatial]
+    channel = rows.channel.index_select(0, row.view(-1)).view(batch, 1, size)
+    own = xd.gather(1, channel).view(batch, size)
     if rows.sign is not None:
-        own = own * rows.sign.to(own.dtype)[row]
-    slot = row * size + spatial
+        own = own * rows.sign.to(own.dtype).index_select(0, row.view(-1)).view(batch, size)
+    slot = row * size + torch.arange(size, device=device)
     if not per_image:
-        slot += image * (n_rows * size)
-    slot = torch.where(pixel_row < n_rows, slot, numel)
-    errors.index_put_((slot,), 1.0 - own)
-    fg = torch.zeros(numel + 1, dtype=torch.bool, device=xd.device)
-    fg[slot] = True
+        slot += image_index * (n_rows * size)
+    slot = torch.where(pixel_row < n_rows, slot, numel).view(-1)
+    errors.scatter_(0, slot, (1.0 - own).view(-1))
+    fg = torch.zeros(numel + 1, dtype=torch.bool, device=device).scatter_(0, slot, True)
 
-    gts = torch.zeros(n_rows + 1, dtype=torch.long, device=xd.device)
+    pixel_row, own = pixel_row.view(-1), own.view(-1)
+    gts = torch.zeros(n_rows + 1, dtype=torch.long, device=device)
     gts.index_add_(0, pixel_row, torch.ones_like(pixel_row))
-    own_max = torch.full((n_rows + 1,), -torch.inf, dtype=xd.dtype, device=xd.device)
+    own_max = torch.full((n_rows + 1,), -torch.inf, dtype=xd.dtype, device=device)
     own_max.scatter_reduce_(0, pixel_row, own, "amax")
 
     errors = errors[:numel].view(groups, n_rows, size)
@@ -161,23 +159,40 @@ def _dense_errors(xd, targets, rows):
     return errors, fg, gts, threshold
 
 
-def _compact(errors, fg, keep, compact):
-    """The kept pixels as flat arrays: errors, foreground, row and position in ``errors``.
+def _compact(errors, fg, keep, rows, channels, compact):
+    """The kept pixels as flat arrays: errors, foreground, row, and position in ``x`` [B, C, S].
 
     On CPU they are gathered (``compact``; row is None when there is one row); on CUDA every
-    pixel stays and the dropped ones are sent to a dummy last row, which sorts last.
+    pixel stays and the dropped ones are sent to a dummy last row, which sorts last. Rows and
+    positions come from per-row offsets expanded over the rows' sizes, without divisions.
     """
-    groups, rows, size = errors.shape
+    groups, n_rows, size = errors.shape
+    device = errors.device
+    row_ids = torch.arange(n_rows, device=device)
+    image = (
+        rows.image.unsqueeze(0)
+        if rows.image is not None
+        else torch.arange(groups, device=device).unsqueeze(1)
+    )
+    # Where row r of group g starts in x, less where it starts in ``errors``.
+    offset = (image * channels + rows.channel) - (
+        torch.arange(groups, device=device).unsqueeze(1) * n_rows + row_ids
+    )
+    offset = (offset * size).view(-1)
     if not compact:
-        row_ids = torch.arange(rows, device=errors.device).view(1, rows, 1)
-        return errors.view(-1), fg.view(-1), torch.where(keep, row_ids, rows).view(-1), None
-    position = keep.view(-1).nonzero().squeeze(1)
+        position = torch.arange(errors.numel(), device=device).view(groups, n_rows, size)
+        position += offset.view(groups, n_rows, 1)
+        row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).view(-1)
+        return errors.view(-1), fg.view(-1), row, position.view(-1)
+    kept = keep.view(-1).nonzero().squeeze(1)
+    counts = keep.sum(2).view(-1)
+    n = kept.numel()
+    position = kept + torch.repeat_interleave(offset, counts, output_size=n)
     row = None
-    if rows > 1:
-        row = torch.div(position, size, rounding_mode="floor")
-        if groups > 1:
-            row.remainder_(rows)
-    return errors.view(-1)[position], fg.view(-1)[position], row, position
+    if n_rows > 1:
+        row = torch.repeat_interleave(row_ids.repeat(groups), counts, output_size=n)
+    err = errors.view(-1).index_select(0, kept)
+    return err, fg.view(-1).index_select(0, kept), row, position
 
 
 def _sort(err, is_fg, row, rows):
@@ -191,13 +206,13 @@ def _sort(err, is_fg, row, rows):
         # stable sorts, by decreasing error and then by row.
         order = torch.sort(err, descending=True, stable=True)[1]
         if row is not None:
-            order = order[torch.sort(row[order], stable=True)[1]]
-            row = row[order]
-        fg_sorted, err = is_fg[order], err[order]
+            order = order.index_select(0, torch.sort(row.index_select(0, order), stable=True)[1])
+            row = row.index_select(0, order)
+        fg_sorted, err = is_fg.index_select(0, order), err.index_select(0, order)
     elif row is None:
         # A single row: the error's bits alone make an int32 key, which radix-sorts fastest.
         key, order = torch.sort(_LOW31 - err.view(torch.int32))
-        fg_sorted, err = is_fg[order], (_LOW31 - key).view(torch.float32)
+        fg_sorted, err = is_fg.index_select(0, order), (_LOW31 - key).view(torch.float32)
     else:
         key = (_LOW31 - err.view(torch.int32).long()).bitwise_left_shift_(1).bitwise_or_(is_fg)
         key.bitwise_or_(row.bitwise_left_shift(32))
@@ -242,7 +257,7 @@ class _LovaszExtension(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, rows: Rows, compact: bool, sync: bool):
-        channels, size = x.shape[1:]
+        channels = x.shape[1]
         dtype = compute_dtype(x)
         xd = x.to(dtype).contiguous()
         if rows.target is None:
@@ -256,7 +271,7 @@ class _LovaszExtension(torch.autograd.Function):
             # (keeping a few more pixels, whose increments are 0, is still exact).
             threshold = torch.nn.functional.elu(threshold).add_(1)
             threshold *= 1 - 8 * torch.finfo(dtype).eps
-        groups, n_rows, _ = errors.shape
+        n_rows = errors.shape[1]
         # Below the smallest foreground error every pixel's Jaccard increment is 0; a row without
         # foreground keeps only its largest error, whose increment is 1. Zero errors add nothing.
         no_fg = gts == 0
@@ -269,7 +284,7 @@ class _LovaszExtension(torch.autograd.Function):
                 row_max = distributed.all_reduce_max(row_max)
             threshold = torch.where(no_fg, row_max, threshold)
         keep = errors >= threshold.clamp_min(torch.finfo(dtype).tiny).view(1, n_rows, 1)
-        err, is_fg, row, position = _compact(errors, fg, keep, compact or sync)
+        err, is_fg, row, position = _compact(errors, fg, keep, rows, channels, compact or sync)
         del errors, fg, keep
         mine = None
         if sync:
@@ -293,22 +308,20 @@ class _LovaszExtension(torch.autograd.Function):
         losses = totals[(starts + counts)[:n_rows]] - totals[starts[:n_rows]]
 
         if ctx.needs_input_grad[0]:
-            row = torch.repeat_interleave(
-                torch.arange(n_rows + 1, device=x.device), counts, output_size=n
-            )
+            if rows.sign is not None or mine is not None:
+                row = torch.arange(n_rows + 1, device=x.device)
+                row = torch.repeat_interleave(row, counts, output_size=n)
             grad = torch.where(fg_sorted, -increments_x, increments_x)
             if rows.sign is not None:
-                grad *= torch.cat([rows.sign, rows.sign.new_ones(1)]).to(grad.dtype)[row]
+                sign = torch.cat([rows.sign, rows.sign.new_ones(1)]).to(grad.dtype)
+                grad *= sign.index_select(0, row)
             if mine is not None:  # keep the pixels of this process, scaled for DDP's averaging
                 own = (order >= mine[0]) & (order < mine[1])
                 order, row = order[own] - mine[0], row[own]
                 grad = grad[own] * distributed.world_size()
                 counts = torch.bincount(row, minlength=n_rows + 1)
-            if position is not None:
-                order = position[order]
-            position = _input_positions(order, row, rows, channels, size, groups)
-            ctx.save_for_backward(position, grad, counts)
-        ctx.input_shape, ctx.input_dtype, ctx.n_rows = x.shape, x.dtype, n_rows
+            ctx.save_for_backward(position.index_select(0, order), grad, counts)
+        ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
     @staticmethod
@@ -319,19 +332,6 @@ class _LovaszExtension(torch.autograd.Function):
         grad = values.new_zeros(ctx.input_shape.numel())
         grad.index_add_(0, position, values * weights)
         return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
-
-
-def _input_positions(order, row, rows, channels, size, groups):
-    """Flat positions in ``x`` [B, C, S] of pixels at flat positions ``order`` of [G, R, S]."""
-    n_rows = rows.channel.numel()
-    if rows.image is None:
-        base = rows.channel * size
-    else:
-        base = (rows.image * channels + rows.channel) * size
-    position = torch.cat([base, base.new_zeros(1)])[row] + order.remainder(size)
-    if groups > 1:
-        position += torch.div(order, n_rows * size, rounding_mode="floor") * (channels * size)
-    return position
 
 
 def lovasz_rows(x: torch.Tensor, y: torch.Tensor, rows: Rows, sync: bool = False) -> torch.Tensor:
