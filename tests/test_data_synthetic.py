@@ -140,3 +140,11 @@ def test_hard_voc_objects_are_smaller_and_more_numerous():
     easy_area, _ = stats("easy")
     hard_area, hard_classes = stats("hard")
     assert hard_area < easy_area and hard_classes >= 2
+
+
+def test_knobs_override_the_preset_and_null_keeps_it():
+    knobs = road_settings({"difficulty": "hard", "thin_fraction": 0.9, "contrast": None})
+    assert knobs["thin_fraction"] == 0.9 and knobs["contrast"] == 0.6
+    assert road_settings({"difficulty": None})["tree_density"] == 0.0  # null: easy
+    voc = voc_settings({"difficulty": "medium", "object_scale": [0.1, 0.2], "image_size": 64})
+    assert voc["object_scale"] == (0.1, 0.2) and voc["image_size"] == (64, 64) and voc["overlap"]
