@@ -1,7 +1,7 @@
 """The LightningDataModule that DeepGlobe and VOC share: config contract, checks and loaders.
 
-A subclass says where its samples are (`find_samples`), how its stored labels become class
-indices (`decode_label`) and how to write its synthetic stand-in (`write_synthetic`); this class
+A subclass says where its samples are (`scan_samples`), how its stored labels become class
+indices (`decode_label`) and how to write its synthetic stand-in (`generate_synthetic`); this class
 does the rest the same way for both: validate the config, generate synthetic data once, fail
 before training on a missing root or missing files, and build seeded loaders.
 """

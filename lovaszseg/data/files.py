@@ -71,14 +71,15 @@ def require_files(samples: Iterable[Sample]) -> None:
 
 
 def _open(path: Path) -> Image.Image:
+    """The decoded image, its file closed; any failure becomes a ValueError naming `path`."""
     try:
-        image = Image.open(path)
-        image.load()
+        with Image.open(path) as image:
+            image.load()
+            return image
     except FileNotFoundError:
         raise ValueError(f"file {path} does not exist") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode {path}: {error}") from error
-    return image
 
 
 def read_image(path: Path) -> np.ndarray:
