@@ -82,21 +82,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="timed batches per worker count")
     parser.add_argument("--steps", type=int, default=3, help="timed model steps")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--images", type=int, default=16, help="synthetic 1024x1024 images")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console()
+    images = args.batch_size * (args.batches + 1)  # one untimed batch, then the timed ones
 
     with tempfile.TemporaryDirectory(prefix="bench_data-") as tmp:
         loader = {}
         for workers in args.workers:
-            dm = road_datamodule(Path(tmp) / "roads", args.images, args.batch_size, workers)
+            dm = road_datamodule(Path(tmp) / "roads", images, args.batch_size, workers)
             loader[workers] = loader_images_per_s(dm, args.batches)
             console.print(f"loader, {workers} worker(s): {loader[workers]:.2f} images/s")
         batch = next(
             iter(
                 road_datamodule(
-                    Path(tmp) / "roads", args.images, args.batch_size, 0
+                    Path(tmp) / "roads", images, args.batch_size, 0
                 ).train_dataloader()
             )
         )
