@@ -40,6 +40,18 @@ def merge_knobs(presets: Mapping[str, Mapping[str, Any]], settings: Mapping[str,
     for key, value in settings.items():
         if key in knobs and value is not None:
             knobs[key] = tuple(value) if isinstance(knobs[key], tuple) else value
+    for key, value in knobs.items():
+        numbers = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple) and (len(value) != 2 or value[0] > value[1]):
+            raise ValueError(f"synthetic.{key} must be a [min, max] pair, got {list(value)}")
+        like = presets[name][key]
+        if any(
+            not isinstance(n, int | float) or isinstance(n, bool) != isinstance(like, bool)
+            for n in numbers
+        ):
+            raise ValueError(f"synthetic.{key} must be like {like!r}, got {value!r}")
+        if any(n < 0 for n in numbers):
+            raise ValueError(f"synthetic.{key} must not be negative, got {value!r}")
     return knobs
 
 
