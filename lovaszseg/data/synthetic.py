@@ -1,0 +1,85 @@
+"""Generate-once caching of synthetic datasets in their data root.
+
+A synthetic dataset is written into `root` the first time it is needed and read from there
+afterwards. `root/synthetic.json` records what was generated; when the requested settings differ
+(a `debug=fast` run before a full one, a different difficulty) the generator's own output is
+replaced. A directory without that manifest is never touched: it is the user's data. Generation
+goes to a temporary sibling and is renamed into place under a file lock, so parallel runs
+(multirun, DDP ranks) never see half a dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from lovaszseg.data.generation import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "synthetic.json"
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    lock_path = root.parent / f".{root.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_manifest(root: Path) -> dict | None:
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def ensure_generated(
+    root: Path | str,
+    generator: str,
+    settings: Mapping[str, Any],
+    write: Callable[[Path], None],
+) -> bool:
+    """Make `root` hold the synthetic dataset `write` produces; True when it (re)generated."""
+    root = Path(root).expanduser().resolve()
+    wanted = {"generator": generator, "settings": json.loads(json.dumps(dict(settings)))}
+    if _read_manifest(root) == wanted:
+        return False
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        manifest = _read_manifest(root)
+        if manifest == wanted:
+            return False
+        if root.exists() and any(root.iterdir()) and manifest is None:
+            log.info("%s is not empty and has no %s: reading it as it is", root, MANIFEST)
+            return False
+        if manifest is not None:
+            log.warning("regenerating %s: settings changed from %s", root, manifest["settings"])
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            write(tmp)
+            atomic_write_text(tmp / MANIFEST, json.dumps(wanted, indent=2) + "\n")
+            if root.exists():
+                old = root.parent / f".{root.name}.old-{os.getpid()}"
+                os.replace(root, old)
+                shutil.rmtree(old)
+            os.replace(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("generated synthetic %s in %s", generator, root)
+    return True
