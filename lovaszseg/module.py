@@ -127,11 +127,11 @@ class SegmentationModule(pl.LightningModule):
         bad = not bool(torch.isfinite(total))
         if not self.trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
-        values = ", ".join(f"{name}={float(value):.6g}" for name, value in terms.items())
+        values = ", ".join(f"{name}={value.item():.6g}" for name, value in terms.items())
         where = "this rank" if bad else "another rank"
         raise NonFiniteLossError(
             f"non-finite loss on {where} at global step {self.global_step} "
-            f"(epoch {self.current_epoch}): total={float(total):.6g}; terms: {values}. "
+            f"(epoch {self.current_epoch}): total={total.item():.6g}; terms: {values}. "
             "The last good checkpoint is checkpoints/last.ckpt; lower the learning rate or check "
             "the data before resuming."
         )
@@ -204,13 +204,12 @@ class SegmentationModule(pl.LightningModule):
         self.fit_time_before_s = float(saved.get("fit_time_s", 0.0))
 
     @classmethod
-    def from_checkpoint(cls, path: str, **kwargs: Any) -> SegmentationModule:
-        """Rebuild an evaluation-ready module (network + task + classes) from a training checkpoint."""
-        checkpoint = load_checkpoint(path)
+    def from_checkpoint(cls, checkpoint: dict[str, Any], source: str) -> SegmentationModule:
+        """Rebuild an evaluation-ready module (network, task, classes) from a training checkpoint."""
         saved = checkpoint.get(CHECKPOINT_KEY)
         if not saved or not saved.get("net_config"):
             raise ValueError(
-                f"{path}: not a lovaszseg training checkpoint (no '{CHECKPOINT_KEY}' entry with "
+                f"{source}: not a lovaszseg training checkpoint (no '{CHECKPOINT_KEY}' entry with "
                 "the network config)"
             )
         module = cls(
@@ -219,9 +218,8 @@ class SegmentationModule(pl.LightningModule):
             class_names=saved["class_names"],
             ignore_index=saved["ignore_index"],
             net_config=saved["net_config"],
-            **kwargs,
         )
-        module.load_net_weights(checkpoint["state_dict"], source=path)
+        module.load_net_weights(checkpoint["state_dict"], source=source)
         module.history = list(saved.get("history", []))
         return module
 
