@@ -168,7 +168,7 @@ def test_init_weights_that_do_not_fit_are_refused(tmp_path):
     wider = binary_module(net=nn.Conv2d(3, 5, 1))
     with pytest.raises(ValueError, match="do not fit this model"):
         wider.load_net_weights(state, source="run/last.ckpt")
-    with pytest.raises(ValueError, match="holds no 'net.\\*' weights"):
+    with pytest.raises(ValueError, match=r"holds no 'net\.\*' weights"):
         wider.load_net_weights({"other.weight": torch.zeros(1)}, source="x.ckpt")
 
 
