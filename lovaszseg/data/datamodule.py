@@ -1,0 +1,154 @@
+"""The LightningDataModule that DeepGlobe and VOC share: config contract, checks and loaders.
+
+A subclass says where its samples are (`find_samples`), how its stored labels become class
+indices (`decode_label`) and how to write its synthetic stand-in (`write_synthetic`); this class
+does the rest the same way for both: validate the config, generate synthetic data once, fail
+before training on a missing root or missing files, and build seeded loaders.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from lovaszseg.data.dataset import LabelDecoder, SegmentationDataset, pad_collate, seed_worker
+from lovaszseg.data.files import Sample, require_files
+from lovaszseg.data.transforms import EvalPreset, TrainPreset
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers as plain Python (Hydra passes DictConfig / ListConfig)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _build(transform: Any) -> Any:
+    """A preset given as an object, or as a `_target_` mapping when instantiated non-recursively."""
+    if isinstance(transform, Mapping | DictConfig):
+        return hydra.utils.instantiate(transform)
+    return transform
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Dict batches `{"image", "mask", "name"}`; `num_classes`, `ignore_index`, `class_names`."""
+
+    dataset_name = "dataset"
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_classes: int,
+        class_names: Sequence[str],
+        ignore_index: int = 255,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        crop_size: int = 512,
+        train_transform: Any = None,
+        eval_transform: Any = None,
+        val_batch_size: int | None = None,
+        synthetic: Mapping[str, Any] | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.num_classes = int(num_classes)
+        self.class_names = list(_plain(class_names))
+        self.ignore_index = int(ignore_index)
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} entries {self.class_names} but "
+                f"num_classes is {self.num_classes}"
+            )
+        if 0 <= self.ignore_index < self.num_classes:
+            raise ValueError(f"ignore_index {self.ignore_index} collides with a class index")
+        if int(batch_size) < 1 or int(num_workers) < 0:
+            raise ValueError(
+                f"need batch_size >= 1 and num_workers >= 0, got {batch_size} and {num_workers}"
+            )
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.crop_size = int(crop_size)
+        self.train_transform = _build(train_transform) or TrainPreset(
+            crop_size=self.crop_size, ignore_index=self.ignore_index
+        )
+        self.eval_transform = _build(eval_transform) or EvalPreset(ignore_index=self.ignore_index)
+        self.synthetic = _plain(synthetic)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.train_dataset: SegmentationDataset | None = None
+        self.val_dataset: SegmentationDataset | None = None
+
+    # -- what a dataset defines ------------------------------------------------------------------
+    def find_samples(self, split: str) -> list[Sample]:
+        """The listed samples of `split` ("train" or "val"); files need not exist yet."""
+        raise NotImplementedError
+
+    # Stored label values [H,W] (or [H,W,C]) -> class indices / ignore_index [H,W] uint8. A plain
+    # module-level function (set as a staticmethod), so DataLoader workers can pickle it.
+    decode_label: LabelDecoder
+
+    def generate_synthetic(self) -> None:
+        """Write the synthetic stand-in into `root` unless it is already there."""
+        raise NotImplementedError
+
+    # -- shared behaviour ------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.generate_synthetic()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        self.prepare_data()  # a no-op read of the manifest when rank 0 already generated
+        if not self.root.is_dir():
+            raise ValueError(
+                f"{self.dataset_name} root {self.root} does not exist; set data.root to the dataset "
+                f"directory or fetch it with `python -m lovaszseg.data.download`"
+            )
+        train, val = self.find_samples("train"), self.find_samples("val")
+        require_files(train + val)
+        self.train_dataset = self.make_dataset(train, self.train_transform)
+        self.val_dataset = self.make_dataset(val, self.eval_transform)
+
+    def make_dataset(self, samples: Sequence[Sample], transform: Any) -> SegmentationDataset:
+        return SegmentationDataset(
+            samples, transform, self.decode_label, self.num_classes, self.ignore_index
+        )
+
+    def _loader(self, dataset: SegmentationDataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        batch_size = self.batch_size if train else self.val_batch_size
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= batch_size,  # no size-1 batch for BatchNorm
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            worker_init_fn=seed_worker,
+            collate_fn=functools.partial(pad_collate, ignore_index=self.ignore_index),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is not None and self.num_workers == 0:
+            # workers reseed themselves; in-process augmentation follows torch's (seeded) RNG
+            self.train_dataset.transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation split: neither DeepGlobe nor VOC publishes test labels."""
+        return self._loader(self.val_dataset, train=False)

@@ -1,0 +1,96 @@
+"""Pascal VOC 2012 segmentation: `VOCdevkit/VOC2012`, 21 classes, palette PNG labels, 255 = void.
+
+The training list is `ImageSets/Segmentation/train.txt` (1,464 images), or with `sbd: true` the
+SBD-augmented `trainaug.txt` (10,582) whose labels live in `SegmentationClassAug/`, the layout
+DeepLab and PaddleSeg use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lovaszseg.data.datamodule import SegmentationDataModule
+from lovaszseg.data.files import Sample
+from lovaszseg.data.synthetic import ensure_generated
+from lovaszseg.data.synthetic_voc import voc_settings, write_synthetic_voc
+from lovaszseg.data.voc_classes import VOC_CLASSES
+
+
+def voc_label(raw: np.ndarray, sample: Sample) -> np.ndarray:
+    """Palette indices are class indices; a colour-rendered label is refused, not guessed at."""
+    if raw.ndim == 3:
+        raise ValueError(
+            f"label {sample.label} is an RGB image; VOC labels must be palette (or grey) PNGs "
+            "holding class indices"
+        )
+    return raw
+
+
+def read_name_list(list_path: Path) -> list[tuple[str, str]]:
+    """(name, "file:line") for each line of an ImageSets list; fails on malformed lines."""
+    if not list_path.is_file():
+        raise ValueError(f"list file {list_path} does not exist")
+    entries = []
+    for number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if len(fields) > 1:
+            raise ValueError(f"{list_path}:{number}: expected one image name, got {line.strip()!r}")
+        if fields:
+            entries.append((fields[0], f"{list_path}:{number}"))
+    if not entries:
+        raise ValueError(f"list file {list_path} names no images")
+    return entries
+
+
+class VOCSegmentationDataModule(SegmentationDataModule):
+    """21-class Pascal VOC 2012; also reads the `synthetic_voc` stand-in."""
+
+    dataset_name = "Pascal VOC 2012"
+    decode_label = staticmethod(voc_label)
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_classes: int = 21,
+        class_names: Sequence[str] = VOC_CLASSES,
+        sbd: bool = False,
+        synthetic: Mapping[str, Any] | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(root, num_classes, class_names, synthetic=synthetic, **common)
+        self.sbd = bool(sbd)
+        if self.synthetic is not None:
+            self.synthetic = voc_settings(self.synthetic)
+
+    def generate_synthetic(self) -> None:
+        settings = self.synthetic
+        ensure_generated(
+            self.root, "synthetic_voc", settings, lambda d: write_synthetic_voc(d, settings)
+        )
+
+    @property
+    def voc_dir(self) -> Path:
+        """`root/VOCdevkit/VOC2012`, or `root` itself when it is the VOC2012 folder."""
+        nested = self.root / "VOCdevkit" / "VOC2012"
+        return nested if nested.is_dir() or not (self.root / "JPEGImages").is_dir() else self.root
+
+    def find_samples(self, split: str) -> list[Sample]:
+        augmented = self.sbd and split == "train"
+        list_name = "trainaug.txt" if augmented else f"{split}.txt"
+        labels = self.voc_dir / ("SegmentationClassAug" if augmented else "SegmentationClass")
+        if augmented and not labels.is_dir():
+            raise ValueError(
+                f"sbd: true needs the SBD labels in {labels} (and {list_name}); "
+                "set data.sbd=false to train on the 1,464 VOC images"
+            )
+        entries = read_name_list(self.voc_dir / "ImageSets" / "Segmentation" / list_name)
+        return [
+            Sample(
+                name, self.voc_dir / "JPEGImages" / f"{name}.jpg", labels / f"{name}.png", source
+            )
+            for name, source in entries
+        ]
