@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -92,6 +93,14 @@ def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
         )
 
 
+def sync_batchnorm_supported(trainer_cfg: DictConfig) -> bool:
+    """SyncBatchNorm is GPU-only in PyTorch; CPU (gloo) ranks keep per-rank BatchNorm statistics."""
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator in ("gpu", "cuda")
+
+
 def build_callbacks(cfg: DictConfig, results_path: Path, meta: dict[str, Any]) -> list[pl.Callback]:
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     return [*configured, ResultsWriter(results_path, meta)]
@@ -122,8 +131,14 @@ def train(cfg: DictConfig) -> float | None:
         "init_from": cfg.init_from,
     }
     loggers = build_loggers(cfg)
+    sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm")) and sync_batchnorm_supported(cfg.trainer)
+    if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm:
+        log.info("SyncBatchNorm needs GPUs; CPU ranks keep their own BatchNorm statistics")
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, output_dir / RESULTS_FILE, meta), logger=loggers
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, output_dir / RESULTS_FILE, meta),
+        logger=loggers,
+        sync_batchnorm=sync_batchnorm,
     )
     refuse_relaunch_in_multirun(trainer)
     batch_size = per_rank_batch_size(cfg.data.batch_size, trainer.num_devices * trainer.num_nodes)
