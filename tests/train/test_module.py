@@ -18,7 +18,7 @@ from lovaszseg.losses.compose import CompositeLoss, LossTerm
 from lovaszseg.losses.pixelwise import BinaryCrossEntropy, CrossEntropy
 from lovaszseg.module import NonFiniteLossError, SegmentationModule, load_checkpoint
 from lovaszseg.results import ResultsWriter, best_and_final, write_json_atomic
-from tests.fake_data import StripesDataModule
+from tests.train.fake_data import StripesDataModule
 
 NET_CONFIG = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
 

@@ -85,7 +85,9 @@ def test_finetune_schedule_switches_terms_at_switch_epoch():
     logits, labels = torch.randn(1, 1, 4, 4), torch.randint(0, 2, (1, 4, 4))
     assert set(loss(logits, labels, epoch=4).terms) == {"lovasz_hinge"}
     loss.check_schedule(max_epochs=4)
-    with pytest.raises(ValueError, match=r"only 3 epochs: terms \['lovasz_hinge'\] would never train"):
+    with pytest.raises(
+        ValueError, match=r"only 3 epochs: terms \['lovasz_hinge'\] would never train"
+    ):
         loss.check_schedule(max_epochs=3)
 
 

@@ -41,7 +41,6 @@ class StripesDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         train_count: int = 8,
         val_count: int = 4,
-        root: str | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
