@@ -62,6 +62,7 @@ class ResultsWriter(pl.Callback):
         return {
             **self.meta,
             "epochs": trainer.max_epochs,
+            "world_size": trainer.world_size,
             "status": status,
             "best": best,
             "final": final,

@@ -65,7 +65,7 @@ def test_binary_fit_learns_and_writes_results_and_metrics(tmp_path):
     fit(binary_module(), tmp_path, epochs=12)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "completed"
-    assert results["epochs"] == 12 and results["seed"] == 7
+    assert (results["epochs"], results["seed"], results["world_size"]) == (12, 7, 1)
     assert results["final"]["epoch"] == 11
     assert set(results["final"]["per_class_iou"]) == {"background", "road"}
     assert results["best"]["val/mIoU"] >= results["final"]["val/mIoU"] > 0.95
