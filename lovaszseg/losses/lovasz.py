@@ -1,4 +1,4 @@
-"""The Lovász hinge and Lovász-softmax losses, batched over images and classes.
+"""The Lovász extension of the Jaccard loss, batched over every row of a call.
 
 Berman, Rannen Triki & Blaschko, *The Lovász-Softmax loss*, CVPR 2018. For each row (a class, or an
 (image, class) pair) the paper's recipe is: compute the pixel errors, sort them in decreasing
@@ -6,7 +6,7 @@ order, take the Jaccard loss of each prefix of that order, and dot the sorted er
 prefix losses' differences (the Lovász extension's gradient). This module runs that recipe for
 every row of a call at once:
 
-* one sort for the whole call: each pixel becomes an ``int64`` key ``row | error | foreground``
+* one sort for the whole call: each pixel becomes an integer key ``row | error | foreground``
   (a non-negative float32 keeps its order when its bits are read as an integer), so one radix
   sort groups the rows and orders each row by decreasing error;
 * the Jaccard differences come in closed form from exact integer counts, never as differences of
@@ -14,41 +14,57 @@ every row of a call at once:
 * pixels that cannot contribute are dropped before the sort: zero errors, and background pixels
   whose error is below every foreground error of their row (all foreground is already ranked above
   them, so their Jaccard increment is 0). This is exact, and usually removes most of the work;
-* a custom autograd function keeps one float32 gradient per input element for backward.
+* a custom autograd function keeps only the kept pixels' positions and gradients for backward.
 
 On CUDA the dropping and the row selection are done by masking instead of compaction, so a call
-makes no host synchronisation beyond the (optional) label check.
+makes no host synchronisation beyond the label check. The public losses are in ``functional``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["lovasz_hinge", "lovasz_softmax"]
+from . import distributed
 
 _LOW31 = 0x7FFFFFFF
 
 
+class Rows(NamedTuple):
+    """Which pixels of ``x`` [B, C, S] make each row of a call, and how their errors are formed.
+
+    Row ``r`` holds channel ``channel[r]`` of image ``image[r]`` (of every image when ``image`` is
+    None: batch-level rows). Its foreground is the pixels labelled ``target[r]`` (labels [B, S]),
+    or, when ``target`` is None, the pixels whose dense target [B, C, S] is 1 in its channel.
+    Errors are ``1 - s x`` on the foreground and ``offset + s x`` elsewhere, with ``s = sign[r]``
+    (+1 when None): ``offset`` 0 gives ``|y - p|`` on probabilities, 1 the hinge on logits.
+    ``void`` is the label of pixels that take no part, or None when there are none.
+    """
+
+    image: torch.Tensor | None
+    channel: torch.Tensor
+    target: torch.Tensor | None
+    void: int | None
+    num_labels: int = 0
+    sign: torch.Tensor | None = None
+    offset: float = 0.0
+    activation: str = "relu"  # or "elu+1" (hinge only): errors pass through elu(e) + 1
+
+
 def jaccard_increments(
-    fg_sorted: torch.Tensor,
-    gts: torch.Tensor,
-    rank: torch.Tensor,
-    fg_seen: torch.Tensor,
-    dtype: torch.dtype = torch.float32,
+    fg_sorted: torch.Tensor, union: torch.Tensor, inter: torch.Tensor
 ) -> torch.Tensor:
     """Differences of the prefix Jaccard losses (the paper's ``lovasz_grad``), in closed form.
 
-    For the ``rank``-th pixel of a row sorted by decreasing error, with ``gts`` foreground pixels
-    in the row and ``fg_seen`` of them ranked at or before it, the prefix Jaccard loss is
-    ``1 - I/U`` with ``I = gts - fg_seen`` and ``U = gts + rank - fg_seen``. A foreground pixel
-    lowers ``I`` by one (increment ``1/U``); a background pixel raises ``U`` by one (increment
-    ``I / (U (U-1))``); the first pixel of a row with no foreground has increment 1.
+    For a pixel of a row sorted by decreasing error, with ``inter = |F| - (foreground at or
+    before it)`` and ``union = |F| + (background at or before it)`` (exact counts, as floats), the
+    prefix Jaccard loss is ``1 - inter/union``. A foreground pixel lowers ``inter`` by one
+    (increment ``1/union``); a background pixel raises ``union`` by one (increment
+    ``inter / (union (union-1))``), except the first pixel of a row without foreground (``union``
+    is 1), whose increment is 1.
     """
-    union = (gts + rank - fg_seen).to(dtype)
-    inter = (gts - fg_seen).to(dtype)
-    bg_step = (inter + (union == 1)) / (union * (union - 1).clamp_min(1))
+    bg_step = torch.where(union > 1, inter / (union * (union - 1)), 1.0)
     return torch.where(fg_sorted, union.reciprocal(), bg_step)
 
 
@@ -57,33 +73,146 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def pixel_errors(x: torch.Tensor, fg: torch.Tensor, bg_offset: float) -> torch.Tensor:
-    """Hinge errors ``relu(1 - x (2y-1))`` (``bg_offset=1``) or softmax errors ``|y - p|`` (0)."""
-    return torch.where(fg, 1.0 - x, x + bg_offset).clamp_min_(0)
+def _gather_rows(xd, rows, out=None):
+    """The rows' channels of ``x``, laid out [G, R, S] (G = B for batch-level rows, else 1)."""
+    batch, channels, size = xd.shape
+    n_rows = rows.channel.numel()
+    if rows.image is None:
+        out = None if out is None else out.view(batch, n_rows, size)
+        return torch.index_select(xd, 1, rows.channel, out=out)
+    flat = rows.image * channels + rows.channel
+    out = None if out is None else out.view(n_rows, size)
+    return torch.index_select(xd.reshape(batch * channels, size), 0, flat, out=out).unsqueeze(0)
 
 
-def _sort_rows(errors, fg, keep, compact):
-    """One radix sort of every kept pixel by (row, decreasing error).
+def _signed(values, rows):
+    """Negates the rows of sign -1 (the symmetric hinge's second half), in place."""
+    if rows.sign is not None:
+        values.mul_(rows.sign.to(values.dtype).view(1, -1, 1))
+    return values
 
-    Returns the sorted rows, foreground flags and errors, the flat input position of each sorted
-    pixel, and the number of rows. Pixels that are not kept go to a dummy last row (CUDA) or are
-    left out (CPU).
+
+def _label_errors(xd, labels, rows):
+    """Pixel errors [G, R, S] of label-defined rows, their foreground, sizes and thresholds.
+
+    Every pixel is first given its background error by one gather of the rows' channels; the
+    foreground pixels — at most one row per pixel — are then overwritten by a scatter over the
+    B·S pixels, rather than by a pass over all rows.
     """
-    _, rows, size = errors.shape
-    if compact:
-        position = keep.view(-1).nonzero().squeeze(1)
-        err, is_fg = errors.view(-1)[position], fg.reshape(-1)[position]
-        row = torch.div(position, size, rounding_mode="floor").remainder_(rows)
-    else:
-        err, is_fg = errors.view(-1), fg.expand_as(errors).reshape(-1)
-        row_ids = torch.arange(rows, device=errors.device).view(1, rows, 1)
-        row = torch.where(keep, row_ids, rows).view(-1)
+    batch, _, size = xd.shape
+    per_image = rows.image is not None
+    groups, n_rows = (1 if per_image else batch), rows.channel.numel()
+    numel = groups * n_rows * size
+    errors = torch.empty(numel + 1, dtype=xd.dtype, device=xd.device)  # + a dummy last slot
+    _signed(_gather_rows(xd, rows, out=errors[:numel]), rows)
+    if rows.offset:
+        errors.add_(rows.offset)
+
+    # The row, if any, in which each pixel is foreground: table[image, label] -> row (or n_rows).
+    # All pixel arithmetic is on the [B, S] grid with broadcast indices: no division, no loop.
+    device = xd.device
+    table = torch.full(
+        (batch if per_image else 1, rows.num_labels), n_rows, dtype=torch.long, device=device
+    )
+    table[rows.image if per_image else 0, rows.target] = torch.arange(n_rows, device=device)
+    image_index = torch.arange(batch, device=device).unsqueeze(1)
+    label_index = labels.long()
+    if per_image:
+        label_index += image_index * rows.num_labels
+    pixel_row = table.view(-1).index_select(0, label_index.view(-1)).view(batch, size)
+    row = pixel_row.clamp(max=n_rows - 1)
+    channel = rows.channel.index_select(0, row.view(-1)).view(batch, 1, size)
+    own = xd.gather(1, channel).view(batch, size)
+    if rows.sign is not None:
+        own = own * rows.sign.to(own.dtype).index_select(0, row.view(-1)).view(batch, size)
+    slot = row * size + torch.arange(size, device=device)
+    if not per_image:
+        slot += image_index * (n_rows * size)
+    slot = torch.where(pixel_row < n_rows, slot, numel).view(-1)
+    errors.scatter_(0, slot, (1.0 - own).view(-1))
+    fg = torch.zeros(numel + 1, dtype=torch.bool, device=device).scatter_(0, slot, True)
+
+    pixel_row, own = pixel_row.view(-1), own.view(-1)
+    gts = torch.zeros(n_rows + 1, dtype=torch.long, device=device)
+    gts.index_add_(0, pixel_row, torch.ones_like(pixel_row))
+    own_max = torch.full((n_rows + 1,), -torch.inf, dtype=xd.dtype, device=device)
+    own_max.scatter_reduce_(0, pixel_row, own, "amax")
+
+    errors = errors[:numel].view(groups, n_rows, size)
+    if rows.void is not None:
+        void = labels == rows.void
+        void = void.unsqueeze(1) if not per_image else void.index_select(0, rows.image)
+        errors.masked_fill_(void.view(groups, -1, size), -torch.inf)  # never kept
+    return errors, fg[:numel].view(groups, n_rows, size), gts[:n_rows], 1.0 - own_max[:n_rows]
+
+
+def _dense_errors(xd, targets, rows):
+    """Pixel errors [G, R, S] of rows whose foreground is a dense 0/1 target (multilabel)."""
+    x = _signed(_gather_rows(xd, rows), rows)
+    y = _gather_rows(targets, rows).expand_as(x)
+    fg = y == 1
+    errors = torch.where(fg, 1.0 - x, x + rows.offset)
+    if rows.void is not None:
+        errors.masked_fill_(y == rows.void, -torch.inf)
+    gts = fg.sum((0, 2))
+    threshold = torch.where(fg, errors, torch.inf).amin((0, 2))
+    return errors, fg, gts, threshold
+
+
+def _compact(errors, fg, keep, rows, channels, compact):
+    """The kept pixels as flat arrays: errors, foreground, row, and position in ``x`` [B, C, S].
+
+    On CPU they are gathered (``compact``; row is None when there is one row); on CUDA every
+    pixel stays and the dropped ones are sent to a dummy last row, which sorts last. Rows and
+    positions come from per-row offsets expanded over the rows' sizes, without divisions.
+    """
+    groups, n_rows, size = errors.shape
+    device = errors.device
+    row_ids = torch.arange(n_rows, device=device)
+    image = (
+        rows.image.unsqueeze(0)
+        if rows.image is not None
+        else torch.arange(groups, device=device).unsqueeze(1)
+    )
+    # Where row r of group g starts in x, less where it starts in ``errors``.
+    offset = (image * channels + rows.channel) - (
+        torch.arange(groups, device=device).unsqueeze(1) * n_rows + row_ids
+    )
+    offset = (offset * size).view(-1)
+    if not compact:
+        position = torch.arange(errors.numel(), device=device).view(groups, n_rows, size)
+        position += offset.view(groups, n_rows, 1)
+        row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).view(-1)
+        return errors.view(-1), fg.view(-1), row, position.view(-1)
+    kept = keep.view(-1).nonzero().squeeze(1)
+    counts = keep.sum(2).view(-1)
+    n = kept.numel()
+    position = kept + torch.repeat_interleave(offset, counts, output_size=n)
+    row = None
+    if n_rows > 1:
+        row = torch.repeat_interleave(row_ids.repeat(groups), counts, output_size=n)
+    err = errors.view(-1).index_select(0, kept)
+    return err, fg.view(-1).index_select(0, kept), row, position
+
+
+def _sort(err, is_fg, row, rows):
+    """One sort of pixels by (row, decreasing error); ``row`` None means a single row.
+
+    Returns the sorted errors and foreground flags, the number of pixels in each of the ``rows``
+    rows plus the dummy row, and the sort order.
+    """
     if err.dtype == torch.float64:
         # float64 (gradcheck, reference runs): no room for the row in a 64-bit key, so two
         # stable sorts, by decreasing error and then by row.
         order = torch.sort(err, descending=True, stable=True)[1]
-        order = order[torch.sort(row[order], stable=True)[1]]
-        row, fg_sorted, err = row[order], is_fg[order], err[order]
+        if row is not None:
+            order = order.index_select(0, torch.sort(row.index_select(0, order), stable=True)[1])
+            row = row.index_select(0, order)
+        fg_sorted, err = is_fg.index_select(0, order), err.index_select(0, order)
+    elif row is None:
+        # A single row: the error's bits alone make an int32 key, which radix-sorts fastest.
+        key, order = torch.sort(_LOW31 - err.view(torch.int32))
+        fg_sorted, err = is_fg.index_select(0, order), (_LOW31 - key).view(torch.float32)
     else:
         key = (_LOW31 - err.view(torch.int32).long()).bitwise_left_shift_(1).bitwise_or_(is_fg)
         key.bitwise_or_(row.bitwise_left_shift(32))
@@ -91,239 +220,124 @@ def _sort_rows(errors, fg, keep, compact):
         row = key.bitwise_right_shift(32)
         fg_sorted = key.bitwise_and(1).bool()
         err = (_LOW31 - key.bitwise_right_shift_(1).bitwise_and_(_LOW31)).int().view(torch.float32)
-    if compact:
-        order = position[order]
-    return row, fg_sorted, err, order
+    n = err.numel()
+    if row is None:
+        counts = torch.zeros(rows + 1, dtype=torch.long, device=err.device)
+        counts[0] = n
+    else:
+        starts = torch.searchsorted(row, torch.arange(rows + 1, device=err.device))
+        counts = torch.diff(starts, append=starts.new_full((1,), n))
+    return err, fg_sorted, counts, order
+
+
+def _prefix_counts(fg_sorted, counts, gts):
+    """``inter`` and ``union`` of each sorted pixel's prefix within its row, as exact integers."""
+    n = fg_sorted.numel()
+    index_dtype = torch.int32 if n < 2**31 else torch.int64
+    starts = counts.cumsum(0) - counts
+    fg_seen = fg_sorted.cumsum(0, dtype=index_dtype)
+    if n:
+        fg_before = (fg_seen - fg_sorted.view(torch.uint8))[starts.clamp(max=n - 1)]
+    else:
+        fg_before = torch.zeros_like(starts)
+    gts = torch.cat([gts, gts.new_zeros(1)]) + fg_before
+    inter = torch.repeat_interleave(gts.to(index_dtype), counts, output_size=n).sub_(fg_seen)
+    union = torch.repeat_interleave((gts - starts).to(index_dtype), counts, output_size=n)
+    union += torch.arange(1, n + 1, dtype=index_dtype, device=fg_sorted.device)
+    return inter, union.sub_(fg_seen), starts
 
 
 class _LovaszExtension(torch.autograd.Function):
-    """Per-row Lovász extension of the Jaccard loss over pixel errors of ``x`` [G, R, S].
+    """Row losses: the Lovász extension of the Jaccard loss over each row's pixel errors.
 
-    Row ``r`` holds the pixels ``x[:, r, :]``. Backward needs only the gradient of each row's loss
-    with respect to ``x``, which is known once the forward pass has sorted: it is stored (float32,
-    the shape of ``x``; float64 for float64 inputs) instead of the sort's intermediate tensors.
+    Backward needs only the gradient of each row's loss with respect to ``x``, known once the
+    forward pass has sorted: the kept pixels' positions and gradients are stored instead of the
+    sort's intermediate tensors (pixels that were not kept have zero gradient).
     """
 
     @staticmethod
-    def forward(ctx, x, fg, valid, bg_offset: float, compact: bool):
-        groups, rows, size = x.shape
+    def forward(ctx, x, y, rows: Rows, compact: bool, sync: bool):
+        channels = x.shape[1]
         dtype = compute_dtype(x)
-        errors = pixel_errors(x.to(dtype), fg, bg_offset)
-        fg_valid = fg if valid is None else fg & valid
-        gts = fg_valid.sum((0, 2))
+        xd = x.to(dtype).contiguous()
+        if rows.target is None:
+            errors, fg, gts, threshold = _dense_errors(xd, y, rows)
+        else:
+            errors, fg, gts, threshold = _label_errors(xd, y, rows)
+        del xd
+        if rows.activation == "elu+1":  # a monotone map: the order, hence the increments, stay
+            errors = torch.nn.functional.elu(errors).add_(1)
+            # Vectorised and scalar exp may differ in the last ulp: lower the threshold a little
+            # (keeping a few more pixels, whose increments are 0, is still exact).
+            threshold = torch.nn.functional.elu(threshold).add_(1)
+            threshold *= 1 - 8 * torch.finfo(dtype).eps
+        n_rows = errors.shape[1]
         # Below the smallest foreground error every pixel's Jaccard increment is 0; a row without
-        # foreground keeps only its largest error, whose increment is 1.
-        inf = torch.tensor(float("inf"), dtype=dtype, device=x.device)
-        fg_min = torch.where(fg_valid, errors, inf).amin((0, 2))
-        valid_errors = errors if valid is None else torch.where(valid, errors, -inf)
-        threshold = torch.where(gts > 0, fg_min, valid_errors.amax((0, 2)))
-        keep = (errors > 0) & (errors >= threshold.view(1, rows, 1))
-        if valid is not None:
-            keep &= valid
-        row, fg_sorted, err, order = _sort_rows(errors, fg, keep, compact)
-        del errors, keep, valid_errors
+        # foreground keeps only its largest error, whose increment is 1. Zero errors add nothing.
+        no_fg = gts == 0
+        if sync:
+            gts, threshold = distributed.all_reduce_rows(gts, threshold)
+            no_fg = gts == 0
+        if sync or not compact or bool(no_fg.any()):
+            row_max = errors.amax((0, 2))
+            if sync:
+                row_max = distributed.all_reduce_max(row_max)
+            threshold = torch.where(no_fg, row_max, threshold)
+        keep = errors >= threshold.clamp_min(torch.finfo(dtype).tiny).view(1, n_rows, 1)
+        err, is_fg, row, position = _compact(errors, fg, keep, rows, channels, compact or sync)
+        del errors, fg, keep
+        mine = None
+        if sync:
+            err, is_fg, row, mine = distributed.gather_pixels(err, is_fg, row)
+        err, fg_sorted, counts, order = _sort(err, is_fg, row, n_rows)
+        del is_fg, row
 
-        n = row.numel()
-        starts = torch.searchsorted(row, torch.arange(rows + 1, device=x.device))
-        rank = torch.arange(1, n + 1, device=x.device) - starts[row]
-        fg_seen = fg_sorted.cumsum(0)
-        fg_before_row = (
-            (fg_seen - fg_sorted.long())[starts.clamp(max=max(n - 1, 0))] if n else starts
-        )
-        fg_seen -= fg_before_row[row]
-        gts_rows = torch.cat([gts, gts.new_zeros(1)])[row]
-        increments = jaccard_increments(fg_sorted, gts_rows, rank, fg_seen, dtype)
-        if not compact:
-            increments = increments.masked_fill_(row == rows, 0)
-        losses = torch.zeros(rows + 1, dtype=torch.float64, device=x.device)
-        losses.index_add_(0, row, err.double() * increments)
+        inter, union, starts = _prefix_counts(fg_sorted, counts, gts)
+        increments = jaccard_increments(fg_sorted, union.to(dtype), inter.to(dtype))
+        del inter, union
+        n = err.numel()
+        if not compact:  # the masked pixels, sorted last in the dummy row, take no part
+            increments.masked_fill_(torch.arange(n, device=x.device) >= starts[-1], 0)
+        # The gradient through elu(e) + 1 is min(elu(e) + 1, 1).
+        elu = rows.activation == "elu+1"
+        increments_x = increments * err.clamp(max=1) if elu else increments
+
+        # Row losses: the sums of error * increment over each row's segment, in float64.
+        totals = (err * increments).cumsum(0, dtype=torch.float64)
+        totals = torch.cat([totals.new_zeros(1), totals])
+        losses = totals[(starts + counts)[:n_rows]] - totals[starts[:n_rows]]
 
         if ctx.needs_input_grad[0]:
-            grad = torch.zeros(groups * rows * size, dtype=dtype, device=x.device)
-            grad[order] = torch.where(fg_sorted, -increments, increments)
-            ctx.save_for_backward(grad.view(groups, rows, size))
-        ctx.input_dtype = x.dtype
-        return losses[:rows].to(dtype)
+            if rows.sign is not None or mine is not None:
+                row = torch.arange(n_rows + 1, device=x.device)
+                row = torch.repeat_interleave(row, counts, output_size=n)
+            grad = torch.where(fg_sorted, -increments_x, increments_x)
+            if rows.sign is not None:
+                sign = torch.cat([rows.sign, rows.sign.new_ones(1)]).to(grad.dtype)
+                grad *= sign.index_select(0, row)
+            if mine is not None:  # keep the pixels of this process, scaled for DDP's averaging
+                own = (order >= mine[0]) & (order < mine[1])
+                order, row = order[own] - mine[0], row[own]
+                grad = grad[own] * distributed.world_size()
+                counts = torch.bincount(row, minlength=n_rows + 1)
+            ctx.save_for_backward(position.index_select(0, order), grad, counts)
+        ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
+        return losses.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_losses):
-        (grad,) = ctx.saved_tensors
-        grad_x = (grad * grad_losses.view(1, -1, 1)).to(ctx.input_dtype)
-        return grad_x, None, None, None, None
+        position, values, counts = ctx.saved_tensors
+        weights = torch.cat([grad_losses.to(values.dtype), values.new_zeros(1)])
+        weights = torch.repeat_interleave(weights, counts, output_size=values.numel())
+        grad = values.new_zeros(ctx.input_shape.numel())
+        grad.index_add_(0, position, values * weights)
+        return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
 
 
-def _lovasz_rows(x, fg, valid, bg_offset):
-    """Row losses of ``x`` [G, R, S]; dropped pixels are compacted away on CPU, masked on GPU."""
-    return _LovaszExtension.apply(x, fg, valid, bg_offset, x.device.type == "cpu")
+def lovasz_rows(x: torch.Tensor, y: torch.Tensor, rows: Rows, sync: bool = False) -> torch.Tensor:
+    """Per-row Lovász losses [R] of ``x`` [B, C, S] against labels [B, S] or targets [B, C, S].
 
-
-def _weighted_mean(losses, weights, group, n_groups):
-    """Mean of ``losses`` within each group, weighted; a group of zero weight contributes 0."""
-    weights = weights.to(losses.dtype)
-    num = losses.new_zeros(n_groups).index_add_(0, group, losses * weights)
-    den = losses.new_zeros(n_groups).index_add_(0, group, weights)
-    return num / den.clamp_min(torch.finfo(losses.dtype).tiny)
-
-
-def _flatten_labels(labels, batch_shape, name):
-    """Labels [B, *] (or [B, 1, *]) → [B, S], checked against the spatial shape of the scores."""
-    if labels.dim() == len(batch_shape) + 1 and labels.shape[1] == 1:
-        labels = labels.squeeze(1)
-    if tuple(labels.shape) != tuple(batch_shape):
-        raise ValueError(
-            f"{name}: labels of shape {tuple(labels.shape)} do not match the scores, which expect "
-            f"labels of shape {tuple(batch_shape)} ([B, *spatial])"
-        )
-    if labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"{name}: labels must be an integer or bool tensor, got {labels.dtype}")
-    return labels.reshape(labels.shape[0], -1)
-
-
-def _check_label_values(labels, valid, num_classes, ignore_index, name):
-    bad = (labels < 0) | (labels >= num_classes)
-    if valid is not None:
-        bad &= valid
-    if bool(bad.any()):
-        values = torch.unique(labels[bad])[:8].tolist()
-        raise ValueError(
-            f"{name}: labels contain {values} outside [0, {num_classes})"
-            + (f" that are not ignore_index={ignore_index}" if ignore_index is not None else "")
-            + "; pass ignore_index for void pixels"
-        )
-
-
-def lovasz_hinge(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    per_image: bool = True,
-    ignore_index: int | None = None,
-) -> torch.Tensor:
-    """Binary Lovász hinge loss on raw logits (the authors' ``lovasz_hinge``).
-
-    Args:
-        logits: [B, *] or [B, 1, *] raw scores of the foreground class, any float dtype.
-        labels: [B, *] binary labels (0/1, bool, or ``ignore_index``), any integer dtype.
-        per_image: average the per-image losses over the batch (an image without a valid pixel
-            contributes 0); otherwise one loss over all pixels of the batch.
-        ignore_index: label value whose pixels are left out.
-
-    Returns:
-        a 0-d tensor, float32 (float64 for float64 inputs).
+    Dropped pixels are compacted away on CPU and masked (no host sync) on GPU. With ``sync``, the
+    rows are batch-level and span every process of the default ``torch.distributed`` group.
     """
-    if logits.dim() < 1 or logits.numel() == 0:
-        raise ValueError(f"lovasz_hinge: expected logits [B, *], got shape {tuple(logits.shape)}")
-    if logits.dim() >= 2 and logits.shape[1] == 1 and labels.dim() == logits.dim() - 1:
-        logits = logits.squeeze(1)
-    labels = _flatten_labels(labels, logits.shape, "lovasz_hinge")
-    batch = logits.shape[0]
-    x = logits.reshape(batch, -1)
-    valid = None if ignore_index is None else labels != ignore_index
-    if labels.dtype == torch.bool:
-        fg = labels
-    else:
-        _check_label_values(labels, valid, 2, ignore_index, "lovasz_hinge")
-        fg = labels == 1
-    if per_image:
-        losses = _lovasz_rows(x.unsqueeze(0), fg.unsqueeze(0), _unsqueeze(valid, 0), 1.0)
-        return losses.mean()
-    return _lovasz_rows(x.unsqueeze(1), fg.unsqueeze(1), _unsqueeze(valid, 1), 1.0)[0]
-
-
-def _unsqueeze(t, dim):
-    return None if t is None else t.unsqueeze(dim)
-
-
-def _class_selection(classes, num_classes, device):
-    """``classes`` → (candidate class ids, whether only present ones count)."""
-    if isinstance(classes, str):
-        if classes not in ("present", "all"):
-            raise ValueError(
-                f"lovasz_softmax: classes={classes!r} is not 'present', 'all' or a list of class ids"
-            )
-        return torch.arange(num_classes, device=device), classes == "present"
-    if isinstance(classes, torch.Tensor):
-        classes = classes.tolist()
-    if not isinstance(classes, Sequence) or not all(
-        isinstance(c, int) and not isinstance(c, bool) for c in classes
-    ):
-        raise ValueError(
-            f"lovasz_softmax: classes={classes!r} is not 'present', 'all' or a list of int ids"
-        )
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad or not classes:
-        raise ValueError(
-            f"lovasz_softmax: classes={list(classes)} must be a non-empty list of ids in "
-            f"[0, {num_classes})"
-        )
-    return torch.tensor(sorted(set(classes)), device=device), False
-
-
-def lovasz_softmax(
-    probas: torch.Tensor,
-    labels: torch.Tensor,
-    classes: str | Sequence[int] = "present",
-    per_image: bool = False,
-    ignore_index: int | None = None,
-) -> torch.Tensor:
-    """Multi-class Lovász-softmax loss on probabilities (the authors' ``lovasz_softmax``).
-
-    Args:
-        probas: [B, C, *] class probabilities (softmax output), any float dtype.
-        labels: [B, *] class ids in [0, C) or ``ignore_index``, any integer dtype.
-        classes: ``"present"`` averages over classes with a valid pixel (in the image when
-            ``per_image``, in the batch otherwise), ``"all"`` over every class, or a list of ids.
-        per_image: average the per-image losses over the batch (an image without a valid pixel
-            contributes 0); otherwise one loss over all pixels of the batch.
-        ignore_index: label value whose pixels are left out.
-
-    Returns:
-        a 0-d tensor, float32 (float64 for float64 inputs).
-    """
-    if probas.dim() < 2 or probas.numel() == 0:
-        raise ValueError(
-            f"lovasz_softmax: expected probabilities [B, C, *], got shape {tuple(probas.shape)}"
-        )
-    batch, num_classes = probas.shape[:2]
-    labels = _flatten_labels(labels, (batch, *probas.shape[2:]), "lovasz_softmax")
-    p = probas.reshape(batch, num_classes, -1)
-    valid = None if ignore_index is None else labels != ignore_index
-    _check_label_values(labels, valid, num_classes, ignore_index, "lovasz_softmax")
-    class_ids, present_only = _class_selection(classes, num_classes, p.device)
-    labels = labels.long()
-
-    # Pixel counts per (image, class); the void pixels go to an extra column.
-    column = labels if valid is None else torch.where(valid, labels, num_classes)
-    offsets = torch.arange(batch, device=p.device).unsqueeze(1) * (num_classes + 1)
-    counts = torch.zeros(batch * (num_classes + 1), dtype=torch.long, device=p.device)
-    counts = counts.index_add_(0, (column + offsets).view(-1), torch.ones_like(column).view(-1))
-    counts = counts.view(batch, num_classes + 1)[:, :num_classes]
-    if not per_image:
-        counts = counts.sum(0, keepdim=True)
-    has_valid = counts.sum(1, keepdim=True) > 0
-    counts = counts[:, class_ids]
-    weights = counts > 0 if present_only else has_valid.expand_as(counts)
-
-    # Candidate rows: (image, class) pairs, or classes over the whole batch. On CPU the rows of
-    # zero weight are dropped before any per-pixel work; on GPU they are kept and weighted by 0.
-    n_groups = weights.shape[0]
-    group = torch.arange(n_groups, device=p.device).unsqueeze(1).expand_as(weights)
-    cls = class_ids.unsqueeze(0).expand_as(weights)
-    if p.device.type == "cpu":
-        selected = weights.reshape(-1).nonzero().squeeze(1)
-        group, cls = group.reshape(-1)[selected], cls.reshape(-1)[selected]
-        weights = weights.reshape(-1)[selected]
-    else:
-        group, cls, weights = group.reshape(-1), cls.reshape(-1), weights.reshape(-1)
-    if group.numel() == 0:
-        return (p.reshape(-1)[:1] * 0.0).sum().to(compute_dtype(p))
-
-    if per_image:
-        x = p.reshape(batch * num_classes, -1)[group * num_classes + cls].unsqueeze(0)
-        fg = (labels[group] == cls.unsqueeze(1)).unsqueeze(0)
-        row_valid = None if valid is None else valid[group].unsqueeze(0)
-    else:
-        x = p.index_select(1, cls)
-        fg = labels.unsqueeze(1) == cls.view(1, -1, 1)
-        row_valid = _unsqueeze(valid, 1)
-    losses = _lovasz_rows(x, fg, row_valid, 0.0)
-    return _weighted_mean(losses, weights, group, n_groups).mean()
+    return _LovaszExtension.apply(x, y, rows, x.device.type == "cpu", sync)

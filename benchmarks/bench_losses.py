@@ -1,0 +1,295 @@
+"""Forward+backward time and peak memory of the Lovász losses: lovaszseg, smp, and plain CE/BCE.
+
+Every case is measured side by side in one process, the implementations interleaved round by
+round, in several fresh processes (CPU sort speed varies ~2x between processes); the table gives
+medians over all rounds and the ratios that the targets are stated in. Peak memory is measured in
+a fresh process per (case, implementation): the growth of the peak RSS (CPU) or of the peak CUDA
+allocation during one forward+backward.
+
+    python benchmarks/bench_losses.py                   # full table, writes results JSON
+    python benchmarks/bench_losses.py --quick           # a smaller table in about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import labels as label_maps
+
+IGNORE = label_maps.IGNORE
+IMPLS = ("baseline", "lovaszseg", "smp")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "softmax", "hinge" or "multilabel"
+    batch: int
+    classes: int
+    size: int
+    labels: str  # a generator in benchmarks/labels.py
+    per_image: bool
+    logits: str = "random"  # "random" or "confident" (near-converged predictions)
+
+    @property
+    def title(self) -> str:
+        mode = "per-image" if self.per_image else "batch"
+        shape = f"B={self.batch} C={self.classes} {self.size}²"
+        suffix = ", confident logits" if self.logits == "confident" else ""
+        return f"{self.name} {shape} {self.labels} {mode}{suffix}"
+
+
+def all_cases() -> list[Case]:
+    cases = []
+    for per_image in (False, True):
+        cases += [
+            Case("a", "softmax", 8, 21, 256, "voc_like", per_image),
+            Case("a", "softmax", 8, 21, 256, "uniform", per_image),
+            Case("b", "hinge", 8, 1, 512, "thin_roads", per_image),
+        ]
+    cases += [
+        Case("c", "softmax", 2, 21, 512, "voc_like", False),
+        Case("d", "softmax", 4, 150, 256, "ade_like", False),
+        Case("d", "softmax", 4, 150, 256, "ade_like", True),
+        Case("e", "softmax", 8, 21, 256, "voc_like", False, "confident"),
+        Case("e", "hinge", 8, 1, 512, "thin_roads", False, "confident"),
+        Case("f", "multilabel", 8, 10, 256, "sparse_multilabel", False),
+        Case("f", "multilabel", 8, 10, 256, "sparse_multilabel", True),
+    ]
+    return cases
+
+
+def quick_cases() -> list[Case]:
+    return [c for c in all_cases() if c.name in "ab" and c.labels != "uniform"]
+
+
+def make_inputs(case: Case, device: str):
+    """Logits (requiring grad) and labels for a case, deterministic."""
+    g = torch.Generator().manual_seed(0)
+    if case.kind == "hinge":
+        labels = label_maps.thin_roads(case.batch, case.size).unsqueeze(1)
+    elif case.kind == "multilabel":
+        labels = label_maps.sparse_multilabel(case.batch, case.size, case.classes)
+    else:
+        make = getattr(label_maps, case.labels)
+        labels = make(case.batch, case.size, case.classes)
+    shape = (case.batch, case.classes, case.size, case.size)
+    logits = torch.randn(shape, generator=g) * 2
+    if case.logits == "confident":
+        if case.kind != "softmax":
+            target = labels.float() * 2 - 1
+        else:
+            target = F.one_hot(labels.clamp(max=case.classes - 1), case.classes)
+            target = target.permute(0, 3, 1, 2).float()
+        logits = 6 * target + torch.randn(shape, generator=g)
+    return logits.to(device).requires_grad_(True), labels.to(device)
+
+
+def make_loss(case: Case, impl: str):
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    from lovaszseg.losses import LovaszHingeLoss, LovaszMultilabelLoss, LovaszSoftmaxLoss
+
+    if case.kind == "multilabel":  # smp's "multilabel" is one hinge over all channels flattened
+        if impl == "baseline":
+            return lambda x, y: F.binary_cross_entropy_with_logits(x, y.float())
+        if impl == "lovaszseg":
+            return LovaszMultilabelLoss("hinge", per_image=case.per_image)
+        return LovaszLoss("multilabel", per_image=case.per_image)
+    if case.kind == "hinge":
+        if impl == "baseline":
+            return lambda x, y: F.binary_cross_entropy_with_logits(x, y.float())
+        if impl == "lovaszseg":
+            return LovaszHingeLoss(per_image=case.per_image, ignore_index=IGNORE)
+        return LovaszLoss("binary", per_image=case.per_image, ignore_index=IGNORE)
+    if impl == "baseline":
+        return lambda x, y: F.cross_entropy(x, y, ignore_index=IGNORE)
+    if impl == "lovaszseg":
+        return LovaszSoftmaxLoss(per_image=case.per_image, ignore_index=IGNORE)
+    return LovaszLoss("multiclass", per_image=case.per_image, ignore_index=IGNORE)
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def step(loss_fn, logits, labels):
+    logits.grad = None
+    loss_fn(logits, labels).backward()
+
+
+def time_cases(cases, rounds, device) -> dict:
+    """{case index: {impl: [seconds, ...]}}, implementations interleaved, order rotated."""
+    samples = {}
+    for i, case in enumerate(cases):
+        logits, labels = make_inputs(case, device)
+        fns = {impl: make_loss(case, impl) for impl in IMPLS}
+        for fn in fns.values():
+            step(fn, logits, labels)
+        times = {impl: [] for impl in IMPLS}
+        for r in range(rounds):
+            order = IMPLS[r % 3 :] + IMPLS[: r % 3]
+            for impl in order:
+                _sync(device)
+                start = time.perf_counter()
+                step(fns[impl], logits, labels)
+                _sync(device)
+                times[impl].append(time.perf_counter() - start)
+        samples[i] = times
+    return samples
+
+
+def peak_memory(case: Case, impl: str, device: str) -> float:
+    """Bytes by which one forward+backward raises the peak (fresh process expected)."""
+    logits, labels = make_inputs(case, device)
+    fn = make_loss(case, impl)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step(fn, logits, labels)
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - base)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(fn, logits, labels)
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _write_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(f.name, path)
+
+
+def summarize(cases, runs, memory) -> list[dict]:
+    rows = []
+    for i, case in enumerate(cases):
+        per_process = [run[str(i)] for run in runs]
+        median = {
+            impl: statistics.median(t for p in per_process for t in p[impl]) for impl in IMPLS
+        }
+        ours_over_base = [
+            statistics.median(p["lovaszseg"]) / statistics.median(p["baseline"])
+            for p in per_process
+        ]
+        smp_over_ours = [
+            statistics.median(p["smp"]) / statistics.median(p["lovaszseg"]) for p in per_process
+        ]
+        rows.append(
+            {
+                "case": asdict(case),
+                "title": case.title,
+                "median_ms": {k: v * 1e3 for k, v in median.items()},
+                "lovaszseg_over_baseline": median["lovaszseg"] / median["baseline"],
+                "smp_over_lovaszseg": median["smp"] / median["lovaszseg"],
+                "per_process_lovaszseg_over_baseline": ours_over_base,
+                "per_process_smp_over_lovaszseg": smp_over_ours,
+                "peak_mb": {k: v / 2**20 for k, v in memory.get(i, {}).items()},
+            }
+        )
+    return rows
+
+
+def print_table(rows, device, threads) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Lovász losses, forward+backward ({device}, {threads} threads)")
+    for col in ("case", "CE/BCE ms", "lovaszseg ms", "smp ms", "ours/CE", "smp/ours"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    has_memory = any(r["peak_mb"] for r in rows)
+    if has_memory:
+        for col in ("peak MB CE", "ours", "smp"):
+            table.add_column(col, justify="right")
+    for r in rows:
+        ms = r["median_ms"]
+        cells = [
+            r["title"],
+            f"{ms['baseline']:.1f}",
+            f"{ms['lovaszseg']:.1f}",
+            f"{ms['smp']:.1f}",
+            f"{r['lovaszseg_over_baseline']:.2f}x",
+            f"{r['smp_over_lovaszseg']:.1f}x",
+        ]
+        if has_memory:
+            cells += [f"{r['peak_mb'].get(k, float('nan')):.0f}" for k in IMPLS]
+        table.add_row(*cells)
+    Console(width=170).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="cases a and b (VOC-like, roads)")
+    parser.add_argument("--processes", type=int, default=None, help="fresh processes (3; 1 quick)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per process (5; 3 quick)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON path")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = quick_cases() if args.quick else all_cases()
+
+    if args.worker:
+        print(json.dumps(time_cases(cases, args.rounds, args.device)))
+        return
+    if args.memory:
+        case = cases[int(args.memory[0])]
+        print(json.dumps({"bytes": peak_memory(case, args.memory[1], args.device)}))
+        return
+
+    processes = args.processes or (1 if args.quick else 3)
+    rounds = args.rounds or (3 if args.quick else 5)
+    common = ["--threads", str(args.threads), "--device", args.device]
+    common += ["--quick"] if args.quick else []
+    runs = [_child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)]
+    memory = {}
+    if not args.no_memory:
+        for i in range(len(cases)):
+            memory[i] = {
+                impl: _child(["--memory", str(i), impl, *common])["bytes"] for impl in IMPLS
+            }
+    rows = summarize(cases, runs, memory)
+    print_table(rows, args.device, args.threads)
+    payload = {
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "threads": args.threads,
+        "processes": processes,
+        "rounds": rounds,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+    suffix = "_quick" if args.quick else ""
+    out = args.out or Path(__file__).parent / "results" / f"bench_losses_{args.device}{suffix}.json"
+    _write_atomic(out, payload)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""``python -m lovaszseg.report RUN_OR_SWEEP_DIR...``: compare loss configurations across runs.
+
+Reads the runs' metrics.csv / results.json / .hydra, and writes ``miou_per_epoch.png``,
+``report.md`` and ``report.json`` into ``--out`` (default: the first directory given), then
+prints the ranked table. Bad input exits with status 2 and a message naming the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from lovaszseg.reporting.aggregate import Report, summarise
+from lovaszseg.reporting.atomic import write_text_atomic
+from lovaszseg.reporting.document import render_markdown, subject
+from lovaszseg.reporting.export import report_to_dict
+from lovaszseg.reporting.plot import plot_curves
+from lovaszseg.reporting.runs import load_runs
+from lovaszseg.reporting.table import incomplete_table, per_class_table, ranking_table, to_rich
+
+FIGURE_NAME = "miou_per_epoch.png"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lovaszseg.report",
+        description="Compare loss configurations: figure, ranked table and JSON from runs.",
+    )
+    parser.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_OR_SWEEP_DIR",
+        help="run dirs, Hydra sweep dirs, or folders holding them",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (default: the first dir)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="LOSS",
+        help="loss group to compare against (default: bce for binary, ce for multiclass runs)",
+    )
+    parser.add_argument(
+        "--metric",
+        default="val/mIoU",
+        metavar="NAME",
+        help="metrics.csv column to rank by, higher is better (default: val/mIoU)",
+    )
+    parser.add_argument(
+        "--by",
+        metavar="KEY",
+        help="config key or group choice to compare separately, "
+        "e.g. data.synthetic.difficulty or data",
+    )
+    parser.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="count unfinished runs in the statistics (e.g. while a sweep runs)",
+    )
+    return parser.parse_args(argv)
+
+
+def build_report(args: argparse.Namespace) -> Report:
+    """Load, summarise and write the report files; raises ValueError on bad input."""
+    runs = load_runs(args.dirs)
+    report = summarise(runs, args.metric, args.baseline, args.by, args.include_incomplete)
+    out = args.out or args.dirs[0]
+    plot_curves(report, f"{args.metric} per epoch — {subject(report)}", out / FIGURE_NAME)
+    write_text_atomic(out / "report.md", render_markdown(report, args.dirs, FIGURE_NAME))
+    write_text_atomic(out / "report.json", json.dumps(report_to_dict(report), indent=2) + "\n")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        report = build_report(args)
+    except ValueError as err:
+        print(f"lovaszseg.report: error: {err}", file=sys.stderr)
+        return 2
+    for panel in report.panels:
+        console.print(to_rich(ranking_table(panel, report.metric)))
+        classes = per_class_table(panel)
+        if classes is not None:
+            console.print(to_rich(classes))
+        for note in panel.notes:
+            console.print(f"[yellow]note:[/] {note}")
+    if report.incomplete:
+        console.print(to_rich(incomplete_table(report)))
+    console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Decide which runs are repetitions of one configuration, and what else sets runs apart.
+
+Runs are grouped by loss configuration: the ``loss`` group choice, refined by the loss settings
+whenever runs with the same choice were given different ones (weights from the command line or
+an experiment file), so that ``lovasz_hinge_bce`` at 0.5/0.5 and at 0.3/0.7 never merge into one
+mean. ``--by KEY`` splits runs into panels by another setting (easy vs hard data), each ranked
+on its own. Any other setting that differs inside a panel is reported, never silently averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lovaszseg.reporting.runs import Run
+
+UNSET = "unset"
+_ABSENT = object()
+
+NOT_SETTINGS = ("seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path", "init_from")
+"""Keys and choices that legitimately differ between repetitions, or that the group label
+already covers; everything else differing inside a panel is a caveat."""
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"a.b.c": leaf}; lists become strings so that leaves are hashable."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value) if isinstance(value, list | dict) else value
+    return flat
+
+
+def is_under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(f"{prefix}.")
+
+
+def differing_keys(settings: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Keys whose values are not the same in all ``settings``, with their distinct values."""
+    settings = list(settings)
+    keys = sorted({key for s in settings for key in s})
+    differing = {}
+    for key in keys:
+        values = {str(s.get(key, UNSET)) for s in settings}
+        if len(values) > 1:
+            differing[key] = sorted(values)
+    return differing
+
+
+def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
+    """Group label of each run: its loss choice, plus the loss settings that tell it apart.
+
+    A run without ``.hydra/config.yaml`` joins its choice's group when all other runs of that
+    choice agree on the settings, and is labelled "config unknown" when they do not.
+    """
+    by_choice: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_choice[_loss_name(run)].append(run)
+    labels = {}
+    for choice, members in by_choice.items():
+        known = [r for r in members if r.config is not None]
+        differing = differing_keys(_loss_settings(r) for r in known)
+        for run in members:
+            if not differing:
+                labels[run.path] = choice
+            elif run.config is None:
+                labels[run.path] = f"{choice} (config unknown)"
+            else:
+                settings = _loss_settings(run)
+                shown = ", ".join(f"{k}={settings.get(k, UNSET)}" for k in differing)
+                labels[run.path] = f"{choice} ({shown})"
+    return labels
+
+
+def _loss_name(run: Run) -> str:
+    """The loss choice; ``bce → lovasz_hinge`` for the two-run finetune recipe, which starts
+    from another run's checkpoint (``init_from``) and must not merge with the direct mode."""
+    init_from = (run.results or {}).get("init_from") or (run.config or {}).get("init_from")
+    if not init_from:
+        return run.loss
+    return f"{_loss_of_checkpoint(Path(str(init_from)))} → {run.loss}"
+
+
+def _loss_of_checkpoint(ckpt: Path) -> str:
+    """The loss of the run that wrote ``ckpt`` (``<run>/checkpoints/x.ckpt``), if it can be read."""
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    try:
+        return str(json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "checkpoint"
+
+
+def setting_value(run: Run, key: str) -> str:
+    """The value of a group choice (``data``) or config key (``data.difficulty``) in ``run``."""
+    if key in run.choices:
+        return run.choices[key]
+    where = run.path / ".hydra" / "config.yaml"
+    if run.config is None:
+        raise ValueError(f"{run.path}: cannot look up {key!r}: the run has no {where.name}")
+    try:
+        value = OmegaConf.select(OmegaConf.create(dict(run.config)), key, default=_ABSENT)
+    except OmegaConfBaseException:  # interpolation needing Hydra's runtime: show it unresolved
+        value = flatten(run.config).get(key, _ABSENT)
+    if value is _ABSENT:
+        raise ValueError(f"{where}: no config key or group choice {key!r}")
+    if OmegaConf.is_config(value) or isinstance(value, Mapping):
+        raise ValueError(
+            f"{where}: {key!r} is a config section, not a value; name a key inside it "
+            f"(e.g. {key}.{next(iter(value), 'name')})"
+        )
+    return str(value)
+
+
+def run_settings(run: Run) -> dict[str, Any]:
+    """Group choices and config leaves of a run, minus what may differ between repetitions."""
+    settings: dict[str, Any] = {
+        f"{path}=": choice
+        for name, choice in run.choices.items()
+        if not any(is_under(path := _choice_path(name), skip) for skip in NOT_SETTINGS)
+    }
+    if run.config is not None:
+        settings.update(
+            (key, value)
+            for key, value in flatten(run.config).items()
+            if not any(is_under(key, skip) for skip in NOT_SETTINGS)
+        )
+    return settings
+
+
+def setting_caveats(runs: Iterable[Run], by: str | None = None) -> list[str]:
+    """One line per setting (besides loss and seed) that differs among ``runs``.
+
+    Choices are keyed ``name=`` so that when ``data`` itself differs, the many ``data.*`` keys
+    that follow from it are not listed one by one.
+    """
+    differing = differing_keys(run_settings(run) for run in runs)
+    groups = [key.removesuffix("=") for key in differing if key.endswith("=")]
+    lines = []
+    for key, values in differing.items():
+        name = key.removesuffix("=")
+        if by is not None and is_under(name, by):
+            continue
+        if not key.endswith("=") and any(is_under(name, group) for group in groups):
+            continue
+        shown = " | ".join(values) if len(values) <= 4 else f"{len(values)} distinct values"
+        lines.append(f"runs differ in `{name}` ({shown}); compare them apart with `--by {name}`")
+    return lines
+
+
+def _choice_path(name: str) -> str:
+    """Where a choice lands in the config: ``hydra/launcher`` -> ``hydra.launcher``, and a
+    nested default ``loss_term@loss.terms.bce`` -> its package ``loss.terms.bce``."""
+    return name.split("@", 1)[1] if "@" in name else name.replace("/", ".")
+
+
+def _loss_settings(run: Run) -> dict[str, Any]:
+    loss = (run.config or {}).get("loss")
+    return flatten(loss, "loss.") if isinstance(loss, Mapping) else {}

@@ -1,0 +1,109 @@
+"""The mIoU-per-epoch figure: every seed as a thin line, each group's mean and min–max band.
+
+Showing the single seeds beside the mean is the point: a reader sees at once whether two loss
+configurations are apart or inside each other's seed spread — the curves PaddleSeg shows, made
+honest about noise. One panel per ``--by`` value, sharing the y axis and the colours.
+A bare ``Figure`` renders with the Agg canvas, without pyplot's global state or a display.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report
+from lovaszseg.reporting.atomic import atomic_path
+
+PANEL_SIZE = (7.0, 4.8)
+LEGEND_WIDTH = 3.0
+MAX_COLUMNS = 3
+DPI = 120
+
+
+def group_colours(report: Report) -> dict[str, tuple]:
+    """One colour per group label, the same in every panel, in ranking order."""
+    labels = list(dict.fromkeys(g.label for p in report.panels for g in p.groups))
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def plot_curves(report: Report, title: str, path: Path) -> None:
+    """Write the figure as a PNG to ``path`` (atomically)."""
+    colours = group_colours(report)
+    n = len(report.panels)
+    cols, rows = min(n, MAX_COLUMNS), math.ceil(n / MAX_COLUMNS)
+    fig = Figure(
+        figsize=(PANEL_SIZE[0] * cols + LEGEND_WIDTH, PANEL_SIZE[1] * rows), layout="constrained"
+    )
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+    for ax, panel in zip(axes, report.panels, strict=False):
+        _draw_panel(ax, panel, report.metric, colours)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel(f"{report.metric} (%)")
+    handles, labels = _legend_entries(report, colours)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside right upper",
+        fontsize="small",
+        title="loss: mean, min–max band\nthin: single seeds\ndashed: incomplete",
+        title_fontsize="small",
+        alignment="left",
+    )
+    fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> None:
+    for group in panel.groups:
+        colour = colours[group.label]
+        for style, scores in (("-", group.scores), ("--", group.left_out)):
+            for score in scores:
+                epochs, values = _curve(score.run.curves.get(metric, {}))
+                marker = "o" if len(epochs) == 1 else None  # a run killed after one epoch
+                ax.plot(epochs, values, style, marker=marker, color=colour, lw=0.8, alpha=0.45)
+        _draw_mean_and_band(ax, group, metric, colour)
+    if panel.heading is not None:
+        ax.set_title(panel.heading)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _draw_mean_and_band(ax, group: GroupSummary, metric: str, colour: tuple) -> None:
+    """Mean and min–max over the counted runs, at the epochs all of them reached."""
+    curves = [s.run.curves.get(metric, {}) for s in group.scores]
+    curves = [c for c in curves if c]
+    if not curves:
+        return
+    epochs = sorted(set.intersection(*(set(c) for c in curves)))
+    if not epochs:
+        return
+    stacked = np.array([[100.0 * c[e] for e in epochs] for c in curves])
+    ax.plot(epochs, stacked.mean(axis=0), color=colour, linewidth=2.2)
+    if len(curves) > 1:
+        ax.fill_between(epochs, stacked.min(axis=0), stacked.max(axis=0), color=colour, alpha=0.18)
+
+
+def _curve(curve: dict[int, float]) -> tuple[list[int], list[float]]:
+    epochs = sorted(curve)
+    return epochs, [100.0 * curve[e] for e in epochs]
+
+
+def _legend_entries(report: Report, colours: dict[str, tuple]) -> tuple[list, list[str]]:
+    """One entry per group, with its seed count in each panel: ``bce (n=3)``, ``bce (n=3, 2)``."""
+    counts: dict[str, list[str]] = {label: [] for label in colours}
+    for panel in report.panels:
+        for group in panel.groups:
+            counts[group.label].append(str(len(group.scores)))
+    handles = [Line2D([], [], color=colours[label], linewidth=2.2) for label in colours]
+    return handles, [f"{label} (n={', '.join(counts[label])})" for label in colours]

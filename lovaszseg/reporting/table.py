@@ -1,0 +1,161 @@
+"""The ranked tables of a report, built once and rendered as Markdown or on the terminal.
+
+Scores are shown in percent (as PaddleSeg reports mIoU), differences in percentage points, and
+a missing spread as "n/a" — a single seed has no standard deviation, not a zero one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich import box
+from rich.table import Table as RichTable
+
+from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, Spread
+
+MAX_CLASS_COLUMNS = 5
+"""Up to this many classes, per-class IoU sits in the ranking; beyond, in its own table."""
+
+NA = "n/a"
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    label_column: int = 1
+    """The column of names (left-aligned, may wrap); the others hold numbers."""
+
+
+def ranking_table(panel: Panel, metric: str) -> Table:
+    """One row per loss group, best mean first, with Δ to the panel's baseline."""
+    classes = panel.class_names if len(panel.class_names) <= MAX_CLASS_COLUMNS else ()
+    baseline = panel.baseline or "baseline"
+    header = [
+        "#",
+        "loss",
+        "n",
+        f"best {metric} (%)",
+        f"Δ vs {baseline} (pp)",
+        "Δ/σ",
+        *(f"IoU {name} (%)" for name in classes),
+        "best epoch",
+        "epochs",
+        "time / run",
+    ]
+    rows = []
+    for rank, group in enumerate(panel.groups, start=1):
+        rows.append(
+            [
+                str(rank) if group.best else "–",
+                group.label,
+                _count(group),
+                mean_std(group.best),
+                "baseline" if group.is_baseline else signed(group.delta, 100.0, 2),
+                "–" if group.is_baseline else signed(group.delta_in_std, 1.0, 1),
+                *(mean_std(group.per_class.get(name)) for name in classes),
+                value_range(group.best_epoch),
+                value_range(group.epochs),
+                duration(group.wall_time_s.mean if group.wall_time_s else None),
+            ]
+        )
+    title = f"Best {metric}" + (f" — {panel.heading}" if panel.heading else "")
+    return Table(title, header, rows)
+
+
+def per_class_table(panel: Panel) -> Table | None:
+    """Per-class IoU (mean ± std at each run's best epoch), classes down, groups across."""
+    if len(panel.class_names) <= MAX_CLASS_COLUMNS:
+        return None
+    groups = [g for g in panel.groups if g.best]
+    header = ["class", *(g.label for g in groups)]
+    rows = [
+        [name, *(mean_std(g.per_class.get(name)) for g in groups)] for name in panel.class_names
+    ]
+    title = "Per-class IoU (%)" + (f" — {panel.heading}" if panel.heading else "")
+    return Table(title, header, rows, label_column=0)
+
+
+def incomplete_table(report: Report) -> Table:
+    """The runs without a finished results.json: how far they got, and whether they count."""
+    header = ["run", "loss", "seed", "status", "epochs logged", "best so far (%)", "counted"]
+    rows = []
+    for panel in report.panels:
+        for group in panel.groups:
+            for scores, counted in ((group.scores, "yes"), (group.left_out, "no")):
+                rows += [
+                    [
+                        str(s.run.path),
+                        group.label,
+                        str(s.run.seed),
+                        s.run.status,
+                        str(len(s.run.curves.get(report.metric, {}))),
+                        NA if s.best is None else f"{100.0 * s.best:.2f}",
+                        counted,
+                    ]
+                    for s in scores
+                    if not s.run.complete
+                ]
+    return Table("Incomplete runs", header, rows, label_column=0)
+
+
+def to_markdown(table: Table) -> str:
+    lines = [_md_row(table.header), _md_row(["---"] * len(table.header))]
+    lines += [_md_row(row) for row in table.rows]
+    return "\n".join(lines)
+
+
+def to_rich(table: Table) -> RichTable:
+    """A terminal table: number columns exactly as wide as their cells (headers wrap to fit),
+    so that a narrow terminal squeezes only the names column."""
+    rich_table = RichTable(
+        title=table.title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False
+    )
+    for i, name in enumerate(table.header):
+        cells = max((len(row[i]) for row in table.rows), default=0)
+        if i == table.label_column:
+            rich_table.add_column(name, justify="left", min_width=min(cells, 40))
+        else:
+            word = max(len(w) for w in name.split())
+            rich_table.add_column(name, justify="right", width=max(cells, word))
+    for row in table.rows:
+        rich_table.add_row(*row)
+    return rich_table
+
+
+def mean_std(spread: Spread | None) -> str:
+    if spread is None:
+        return NA
+    std = NA if spread.std is None else f"{100.0 * spread.std:.2f}"
+    return f"{100.0 * spread.mean:.2f} ± {std}"
+
+
+def signed(value: float | None, scale: float, digits: int) -> str:
+    return NA if value is None else f"{scale * value:+.{digits}f}"
+
+
+def value_range(spread: Spread | None) -> str:
+    if spread is None:
+        return NA
+    low, high = round(spread.min), round(spread.max)
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NA
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _count(group: GroupSummary) -> str:
+    extra = len(group.left_out)
+    return f"{len(group.scores)} (+{extra})" if extra else str(len(group.scores))
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", r"\|") for cell in cells) + " |"
