@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from lovaszseg.data import DeepGlobeRoadDataModule, VOCSegmentationDataModule
-from lovaszseg.data.synthetic import MANIFEST
+from lovaszseg.data.synthetic import MANIFEST, ensure_generated
 from lovaszseg.data.synthetic_roads import render_road_scene, road_settings
 from lovaszseg.data.synthetic_voc import render_voc_scene, voc_settings
 from lovaszseg.data.voc_classes import voc_palette
@@ -140,3 +143,28 @@ def test_hard_voc_objects_are_smaller_and_more_numerous():
     easy_area, _ = stats("easy")
     hard_area, hard_classes = stats("hard")
     assert hard_area < easy_area and hard_classes >= 2
+
+
+def test_knobs_override_the_preset_and_null_keeps_it():
+    knobs = road_settings({"difficulty": "hard", "thin_fraction": 0.9, "contrast": None})
+    assert knobs["thin_fraction"] == 0.9 and knobs["contrast"] == 0.6
+    assert road_settings({"difficulty": None})["tree_density"] == 0.0  # null: easy
+    voc = voc_settings({"difficulty": "medium", "object_scale": [0.1, 0.2], "image_size": 64})
+    assert voc["object_scale"] == (0.1, 0.2) and voc["image_size"] == (64, 64) and voc["overlap"]
+
+
+def test_concurrent_runs_generate_once_and_never_see_a_partial_root(tmp_path):
+    calls = []
+
+    def write(directory):
+        calls.append(directory)
+        time.sleep(0.2)
+        (directory / "data.txt").write_text("complete")
+
+    def generate_then_read():
+        ensure_generated(tmp_path / "root", "toy", {"seed": 0}, write)
+        return (tmp_path / "root" / "data.txt").read_text()
+
+    with ThreadPoolExecutor(3) as pool:
+        seen = list(pool.map(lambda _: generate_then_read(), range(3)))
+    assert seen == ["complete"] * 3 and len(calls) == 1

@@ -1,7 +1,7 @@
 """The LightningDataModule that DeepGlobe and VOC share: config contract, checks and loaders.
 
-A subclass says where its samples are (`find_samples`), how its stored labels become class
-indices (`decode_label`) and how to write its synthetic stand-in (`write_synthetic`); this class
+A subclass says where its samples are (`scan_samples`), how its stored labels become class
+indices (`decode_label`) and how to write its synthetic stand-in (`generate_synthetic`); this class
 does the rest the same way for both: validate the config, generate synthetic data once, fail
 before training on a missing root or missing files, and build seeded loaders.
 """
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from lovaszseg.data.dataset import LabelDecoder, SegmentationDataset, pad_collate, seed_worker
-from lovaszseg.data.files import Sample, require_files
+from lovaszseg.data.files import Problem, Sample, require_files
 from lovaszseg.data.transforms import EvalPreset, TrainPreset
 
 
@@ -88,8 +88,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_dataset: SegmentationDataset | None = None
 
     # -- what a dataset defines ------------------------------------------------------------------
-    def find_samples(self, split: str) -> list[Sample]:
-        """The listed samples of `split` ("train" or "val"); files need not exist yet."""
+    def scan_samples(self, split: str) -> tuple[list[Sample], list[Problem]]:
+        """The listed samples of `split` ("train" or "val") and every malformed list line; the
+        files need not exist (`check` reports them all, training stops at the first)."""
         raise NotImplementedError
 
     # Stored label values [H,W] (or [H,W,C]) -> class indices / ignore_index [H,W] uint8. A plain
@@ -118,6 +119,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         require_files(train + val)
         self.train_dataset = self.make_dataset(train, self.train_transform)
         self.val_dataset = self.make_dataset(val, self.eval_transform)
+
+    def find_samples(self, split: str) -> list[Sample]:
+        samples, problems = self.scan_samples(split)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"{problems[0].location}: {problems[0].message}{more}")
+        if not samples:
+            raise ValueError(f"no {split} samples for {self.dataset_name} in {self.root}")
+        return samples
 
     def make_dataset(self, samples: Sequence[Sample], transform: Any) -> SegmentationDataset:
         return SegmentationDataset(

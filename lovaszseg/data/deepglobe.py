@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lovaszseg.data.datamodule import SegmentationDataModule
-from lovaszseg.data.files import Sample, read_list_file
+from lovaszseg.data.files import Problem, Sample, parse_list_file
 from lovaszseg.data.synthetic import ensure_generated
 from lovaszseg.data.synthetic_roads import road_settings, write_synthetic_roads
 
@@ -109,8 +109,8 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
             return self.layout
         return "list" if (self.root / self.lists["train"]).is_file() else "original"
 
-    def find_samples(self, split: str) -> list[Sample]:
+    def scan_samples(self, split: str) -> tuple[list[Sample], list[Problem]]:
         if self.resolved_layout() == "list":
-            return read_list_file(self.root / self.lists[split], self.root, self.separator)
+            return parse_list_file(self.root / self.lists[split], self.root, self.separator)
         train, val = seeded_split(original_pairs(self.root), self.split_sizes, self.split_seed)
-        return train if split == "train" else val
+        return (train if split == "train" else val), []

@@ -26,21 +26,21 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class ListProblem:
-    """A malformed line of a list file."""
+class Problem:
+    """Something wrong with the dataset, and where: ``file``, ``file:line``."""
 
-    source: str
+    location: str
     message: str
 
 
 def parse_list_file(
     list_path: Path, root: Path, separator: str = "|"
-) -> tuple[list[Sample], list[ListProblem]]:
+) -> tuple[list[Sample], list[Problem]]:
     """Parse `image<sep>label` lines (paths relative to `root`), collecting every bad line."""
     if not list_path.is_file():
         raise ValueError(f"list file {list_path} does not exist")
     samples: list[Sample] = []
-    problems: list[ListProblem] = []
+    problems: list[Problem] = []
     lines = list_path.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         source = f"{list_path}:{number}"
@@ -49,21 +49,11 @@ def parse_list_file(
             continue
         parts = [p.strip() for p in text.split(separator)]
         if len(parts) != 2 or not all(parts):
-            problems.append(ListProblem(source, f"expected 'image{separator}label', got {text!r}"))
+            problems.append(Problem(source, f"expected 'image{separator}label', got {text!r}"))
             continue
         image, label = (root / p for p in parts)
         samples.append(Sample(name=Path(parts[0]).stem, image=image, label=label, source=source))
     return samples, problems
-
-
-def read_list_file(list_path: Path, root: Path, separator: str = "|") -> list[Sample]:
-    """Parse a list file, failing on the first malformed line and on an empty list."""
-    samples, problems = parse_list_file(list_path, root, separator)
-    if problems:
-        raise ValueError(f"{problems[0].source}: {problems[0].message}")
-    if not samples:
-        raise ValueError(f"list file {list_path} names no samples")
-    return samples
 
 
 def require_files(samples: Iterable[Sample]) -> None:
@@ -81,14 +71,15 @@ def require_files(samples: Iterable[Sample]) -> None:
 
 
 def _open(path: Path) -> Image.Image:
+    """The decoded image, its file closed; any failure becomes a ValueError naming `path`."""
     try:
-        image = Image.open(path)
-        image.load()
+        with Image.open(path) as image:
+            image.load()
+            return image
     except FileNotFoundError:
         raise ValueError(f"file {path} does not exist") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode {path}: {error}") from error
-    return image
 
 
 def read_image(path: Path) -> np.ndarray:

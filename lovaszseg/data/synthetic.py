@@ -31,13 +31,14 @@ MANIFEST = "synthetic.json"
 
 
 def merge_knobs(presets: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any]) -> dict:
-    """Difficulty preset named by `settings["difficulty"]`, overridden by any knob in `settings`."""
-    name = settings.get("difficulty", "easy")
+    """Difficulty preset named by `settings["difficulty"]`, overridden by any knob in `settings`
+    that is not None (the configs list every knob as null, so Hydra overrides need no `+`)."""
+    name = settings.get("difficulty") or "easy"
     if name not in presets:
         raise ValueError(f"unknown difficulty {name!r}; expected one of {sorted(presets)}")
     knobs = dict(presets[name])
     for key, value in settings.items():
-        if key in knobs:
+        if key in knobs and value is not None:
             knobs[key] = tuple(value) if isinstance(knobs[key], tuple) else value
     return knobs
 

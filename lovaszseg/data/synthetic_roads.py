@@ -40,6 +40,20 @@ ROAD_PRESETS: dict[str, dict[str, Any]] = {
         "label_noise": 0.0,  # probability of flipping a label pixel on a road edge
         "noise_sigma": 4.0,  # sensor noise, grey levels
     },
+    "medium": {
+        "coverage": (0.03, 0.06),
+        "road_width": (3, 7),
+        "thin_fraction": 0.15,
+        "faint_fraction": 0.2,
+        "faint_strength": (0.3, 0.5),
+        "contrast": 0.8,
+        "tree_density": 0.6,
+        "shadow_count": 2,
+        "building_density": 0.7,
+        "lookalike_fraction": 0.15,
+        "label_noise": 0.1,
+        "noise_sigma": 6.0,
+    },
     "hard": {
         "coverage": (0.03, 0.06),
         "road_width": (2, 6),

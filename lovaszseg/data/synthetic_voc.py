@@ -30,7 +30,7 @@ from lovaszseg.data.voc_classes import VOC_CLASSES, voc_palette
 VOC_PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
         "objects": (1, 3),  # objects per image
-        "object_scale": (0.25, 0.5),  # object size as a fraction of the shorter side
+        "object_scale": (0.3, 0.6),  # object size as a fraction of the shorter side
         "overlap": False,  # may objects occlude one another
         "colour_sharing": 0.0,  # probability an object takes another class's colour
         "clutter": 0,  # unlabelled background blobs per image
@@ -38,6 +38,17 @@ VOC_PRESETS: dict[str, dict[str, Any]] = {
         "noise_sigma": 4.0,
         "void_width": 3,  # px of 255 band on object boundaries
         "label_noise": 0,  # max px the label edge is grown or shrunk from the object's
+    },
+    "medium": {
+        "objects": (1, 4),
+        "object_scale": (0.15, 0.5),
+        "overlap": True,
+        "colour_sharing": 0.3,
+        "clutter": 3,
+        "contrast": 0.8,
+        "noise_sigma": 6.0,
+        "void_width": 3,
+        "label_noise": 1,
     },
     "hard": {
         "objects": (2, 6),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lovaszseg.data.datamodule import SegmentationDataModule
-from lovaszseg.data.files import Sample
+from lovaszseg.data.files import Problem, Sample
 from lovaszseg.data.synthetic import ensure_generated
 from lovaszseg.data.synthetic_voc import voc_settings, write_synthetic_voc
 from lovaszseg.data.voc_classes import VOC_CLASSES
@@ -30,20 +30,21 @@ def voc_label(raw: np.ndarray, sample: Sample) -> np.ndarray:
     return raw
 
 
-def read_name_list(list_path: Path) -> list[tuple[str, str]]:
-    """(name, "file:line") for each line of an ImageSets list; fails on malformed lines."""
+def parse_name_list(
+    list_path: Path, images: Path, labels: Path
+) -> tuple[list[Sample], list[Problem]]:
+    """The samples an ImageSets list names (one image name per line), and its malformed lines."""
     if not list_path.is_file():
         raise ValueError(f"list file {list_path} does not exist")
-    entries = []
+    samples, problems = [], []
     for number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split()
+        source, fields = f"{list_path}:{number}", line.split()
         if len(fields) > 1:
-            raise ValueError(f"{list_path}:{number}: expected one image name, got {line.strip()!r}")
-        if fields:
-            entries.append((fields[0], f"{list_path}:{number}"))
-    if not entries:
-        raise ValueError(f"list file {list_path} names no images")
-    return entries
+            problems.append(Problem(source, f"expected one image name, got {line.strip()!r}"))
+        elif fields:
+            name = fields[0]
+            samples.append(Sample(name, images / f"{name}.jpg", labels / f"{name}.png", source))
+    return samples, problems
 
 
 class VOCSegmentationDataModule(SegmentationDataModule):
@@ -78,7 +79,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         nested = self.root / "VOCdevkit" / "VOC2012"
         return nested if nested.is_dir() or not (self.root / "JPEGImages").is_dir() else self.root
 
-    def find_samples(self, split: str) -> list[Sample]:
+    def scan_samples(self, split: str) -> tuple[list[Sample], list[Problem]]:
         augmented = self.sbd and split == "train"
         list_name = "trainaug.txt" if augmented else f"{split}.txt"
         labels = self.voc_dir / ("SegmentationClassAug" if augmented else "SegmentationClass")
@@ -87,10 +88,5 @@ class VOCSegmentationDataModule(SegmentationDataModule):
                 f"sbd: true needs the SBD labels in {labels} (and {list_name}); "
                 "set data.sbd=false to train on the 1,464 VOC images"
             )
-        entries = read_name_list(self.voc_dir / "ImageSets" / "Segmentation" / list_name)
-        return [
-            Sample(
-                name, self.voc_dir / "JPEGImages" / f"{name}.jpg", labels / f"{name}.png", source
-            )
-            for name, source in entries
-        ]
+        list_path = self.voc_dir / "ImageSets" / "Segmentation" / list_name
+        return parse_name_list(list_path, self.voc_dir / "JPEGImages", labels)
