@@ -1,0 +1,201 @@
+"""``python -m lovaszseg.train``: compose the config, build data / model / loss / trainer, fit.
+
+The entry point stays thin: building blocks come from the config (``_target_``), the checks that
+must fail *before* training live in :func:`check_loss_fits_data` and :func:`resolve_resume`,
+and the run's summary is written by :class:`lovaszseg.results.ResultsWriter` inside the
+training process. Returns the best ``val/mIoU`` so Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+
+from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
+from lovaszseg.resolvers import register_resolvers
+from lovaszseg.results import ResultsWriter, read_results
+from lovaszseg.tables import print_iou_table
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+RESULTS_FILE = "results.json"
+CHOICE_GROUPS = ("data", "loss", "model", "experiment")
+
+
+def group_choices() -> dict[str, str | None]:
+    """The Hydra group options this run was composed from (``None`` outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return dict.fromkeys(CHOICE_GROUPS)
+    choices = HydraConfig.get().runtime.choices
+    return {group: choices.get(group) for group in CHOICE_GROUPS}
+
+
+def check_loss_fits_data(
+    task: str, num_classes: int, loss_name: str | None, data_name: str | None
+) -> None:
+    """A binary loss (one logit) needs 2 classes; anything else needs at least 2."""
+    if task == "binary" and num_classes != 2:
+        raise ValueError(
+            f"loss={loss_name} is a binary loss (one logit channel) but data={data_name} has "
+            f"{num_classes} classes; use a multi-class loss (ce, lovasz_softmax, "
+            "lovasz_softmax_ce, finetune_softmax) for this data"
+        )
+    if num_classes < 2:
+        raise ValueError(f"data={data_name}: num_classes must be >= 2, got {num_classes}")
+
+
+def per_rank_batch_size(global_batch_size: int, world_size: int) -> int:
+    """``data.batch_size`` is global (as in PaddleSeg's configs); each rank loads its share."""
+    if global_batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={global_batch_size} is the global batch and must divide evenly "
+            f"across {world_size} processes (trainer.devices x trainer.num_nodes)"
+        )
+    return global_batch_size // world_size
+
+
+def resolve_resume(ckpt_path: str | None, auto_resume: bool, output_dir: Path) -> str | None:
+    """``ckpt_path=last`` -> this run dir's last.ckpt (must exist); ``auto_resume`` -> it if present."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "last":
+        if not last.is_file():
+            raise ValueError(
+                f"ckpt_path=last but {last} does not exist; to resume a run, point Hydra at its "
+                "directory: hydra.run.dir=<run dir> ckpt_path=last"
+            )
+        return str(last)
+    if ckpt_path is not None:
+        if not Path(ckpt_path).is_file():
+            raise ValueError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return str(ckpt_path)
+    return str(last) if auto_resume and last.is_file() else None
+
+
+def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
+    """Lightning's ``ddp`` re-executes the command line, which would nest a sweep inside each job."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise ValueError(
+            "trainer=ddp relaunches the script and cannot run inside a Hydra multirun; use "
+            "trainer=ddp_spawn for sweeps on one node, or hydra/launcher=slurm (one task per GPU)"
+        )
+
+
+def sync_batchnorm_supported(trainer_cfg: DictConfig) -> bool:
+    """SyncBatchNorm is GPU-only in PyTorch; CPU (gloo) ranks keep per-rank BatchNorm statistics."""
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator in ("gpu", "cuda")
+
+
+def build_callbacks(cfg: DictConfig, results_path: Path, meta: dict[str, Any]) -> list[pl.Callback]:
+    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return [*configured, ResultsWriter(results_path, meta)]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit one model as configured; returns the best ``val/mIoU`` (rank zero) or ``None``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    choices = group_choices()
+
+    loss = instantiate(cfg.loss)
+    check_loss_fits_data(loss.task, cfg.data.num_classes, choices["loss"], choices["data"])
+    if cfg.init_from and cfg.ckpt_path:
+        raise ValueError(
+            "set either init_from (new run from weights) or ckpt_path (resume), not both"
+        )
+    resume_from = resolve_resume(cfg.ckpt_path, cfg.auto_resume, output_dir)
+
+    meta = {
+        "task": loss.task,
+        **choices,
+        "seed": cfg.seed,
+        "init_from": cfg.init_from,
+    }
+    loggers = build_loggers(cfg)
+    sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm")) and sync_batchnorm_supported(cfg.trainer)
+    if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm:
+        log.info("SyncBatchNorm needs GPUs; CPU ranks keep their own BatchNorm statistics")
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, output_dir / RESULTS_FILE, meta),
+        logger=loggers,
+        sync_batchnorm=sync_batchnorm,
+    )
+    refuse_relaunch_in_multirun(trainer)
+    batch_size = per_rank_batch_size(cfg.data.batch_size, trainer.num_devices * trainer.num_nodes)
+    datamodule = instantiate(cfg.data, batch_size=batch_size)
+
+    net_config = OmegaConf.to_container(cfg.model, resolve=True)
+    net_config["classes"] = output_channels(loss.task, datamodule.num_classes)
+    module = SegmentationModule(
+        net=instantiate(net_config),
+        task=loss.task,
+        class_names=datamodule.class_names,
+        ignore_index=datamodule.ignore_index,
+        loss=loss,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        net_config=net_config,
+    )
+    if cfg.init_from:
+        module.load_net_weights(load_checkpoint(cfg.init_from)["state_dict"], source=cfg.init_from)
+        log.info("initialised the network from %s", cfg.init_from)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    finally:
+        finish_wandb(loggers)
+    if not trainer.is_global_zero:
+        return None
+    return summarize(output_dir / RESULTS_FILE)
+
+
+def finish_wandb(loggers: list[Any]) -> None:
+    """One W&B run per job: a multirun reuses the process, so close the run explicitly."""
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def summarize(results_path: Path) -> float | None:
+    """Print the per-class IoU table (best and final epoch); return the best mIoU for sweepers."""
+    results = read_results(results_path)
+    columns = {label: results[label] for label in ("best", "final") if results.get(label)}
+    if columns:
+        title = f"{results['data']} / {results['loss']} / seed {results['seed']}"
+        print_iou_table(title, columns)
+    log.info("results: %s", results_path)
+    return columns["best"]["val/mIoU"] if "best" in columns else None
+
+
+@hydra.main(config_path="pkg://lovaszseg.conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

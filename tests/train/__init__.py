@@ -1,0 +1,1 @@
+"""Tests of the training framework (module, losses, configs, entry points, DDP)."""

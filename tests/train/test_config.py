@@ -1,0 +1,170 @@
+"""Config composition: every loss group, overrides, experiments, launchers and start-up checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lovaszseg.losses.compose import CompositeLoss
+from lovaszseg.resolvers import register_resolvers
+from lovaszseg.train import check_loss_fits_data, per_rank_batch_size, resolve_resume
+
+register_resolvers()
+
+
+def compose_train(*overrides: str, hydra_config: bool = False):
+    with initialize_config_module("lovaszseg.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+LOSSES = {
+    "bce": ("binary", {"bce": 1.0}, None),
+    "ce": ("multiclass", {"ce": 1.0}, None),
+    "lovasz_hinge": ("binary", {"lovasz_hinge": 1.0}, None),
+    "lovasz_softmax": ("multiclass", {"lovasz_softmax": 1.0}, None),
+    "lovasz_hinge_bce": ("binary", {"lovasz_hinge": 0.5, "bce": 0.5}, None),
+    "lovasz_softmax_ce": ("multiclass", {"lovasz_softmax": 0.2, "ce": 0.8}, None),
+    "finetune_hinge": ("binary", {"bce": 1.0, "lovasz_hinge": 1.0}, 6),
+    "finetune_softmax": ("multiclass", {"ce": 1.0, "lovasz_softmax": 1.0}, 6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_group_builds_its_named_weighted_terms(name):
+    task, weights, switch = LOSSES[name]
+    data = "synthetic_roads" if task == "binary" else "synthetic_voc"
+    cfg = compose_train(f"loss={name}", f"data={data}", "trainer.max_epochs=12")
+    loss = instantiate(cfg.loss)
+    assert isinstance(loss, CompositeLoss)
+    assert loss.task == task
+    assert {n: t.weight for n, t in loss.terms.items()} == weights
+    assert loss.switch_epoch == switch
+    assert all(t.fn.ignore_index == 255 for t in loss.terms.values())
+
+
+def test_term_weights_and_switch_epoch_are_overridable():
+    cfg = compose_train("loss.terms.lovasz_hinge.weight=0.3", "loss.terms.bce.weight=0.7")
+    loss = instantiate(cfg.loss)
+    assert {n: t.weight for n, t in loss.terms.items()} == {"lovasz_hinge": 0.3, "bce": 0.7}
+    cfg = compose_train("loss=finetune_hinge", "loss.switch_epoch=3")
+    loss = instantiate(cfg.loss)
+    assert loss.active_terms(2) == ["bce"] and loss.active_terms(3) == ["lovasz_hinge"]
+
+
+def test_finetune_switches_halfway_through_debug_runs_too():
+    cfg = compose_train("loss=finetune_softmax", "data=synthetic_voc", "debug=fast")
+    assert cfg.trainer.max_epochs == 2
+    assert instantiate(cfg.loss).switch_epoch == 1
+
+
+def test_default_job_is_deeplab_mobilenet_on_synthetic_roads_without_downloads():
+    cfg = compose_train(hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.loss, choices.model) == (
+        "synthetic_roads",
+        "lovasz_hinge_bce",
+        "deeplabv3plus_mobilenetv2",
+    )
+    assert cfg.model.encoder_weights is None
+    assert cfg.model.encoder_name == "mobilenet_v2"
+    assert cfg.model.encoder_output_stride == 16
+
+
+def test_unknown_group_choice_lists_the_valid_options():
+    with pytest.raises(MissingConfigException) as error:
+        compose_train("loss=lovasz_hinge_bc")
+    message = str(error.value)
+    assert "lovasz_hinge_bce" in message and "finetune_softmax" in message
+
+
+def test_misspelt_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="max_epoch"):
+        compose_train("trainer.max_epoch=3")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "data", "losses"),
+    [
+        ("roads_modes", "synthetic_roads", "bce,lovasz_hinge,lovasz_hinge_bce,finetune_hinge"),
+        ("voc_modes", "synthetic_voc", "ce,lovasz_softmax,lovasz_softmax_ce,finetune_softmax"),
+    ],
+)
+def test_mode_experiments_sweep_the_four_usage_modes(experiment, data, losses):
+    cfg = compose_train(f"experiment={experiment}", hydra_config=True)
+    assert cfg.hydra.runtime.choices.data == data
+    assert cfg.hydra.sweeper.params.loss == losses
+
+
+@pytest.mark.parametrize(
+    ("experiment", "data", "loss", "batch", "crop", "lr", "epochs"),
+    [
+        ("paddle_roads", "mini_deepglobe", "lovasz_hinge_bce", 24, 768, 0.1, 300),
+        ("paddle_voc", "voc2012", "lovasz_softmax_ce", 16, 512, 1e-4, 100),
+    ],
+)
+def test_paddle_experiments_carry_paddleseg_settings(
+    experiment, data, loss, batch, crop, lr, epochs
+):
+    cfg = compose_train(f"experiment={experiment}", hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.loss, choices.scheduler) == (data, loss, "poly")
+    assert (cfg.data.batch_size, cfg.data.crop_size) == (batch, crop)
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (lr, 0.9, 4e-5)
+    assert (cfg.scheduler.power, cfg.trainer.max_epochs) == (0.9, epochs)
+
+
+def test_slurm_launcher_runs_one_task_per_gpu_and_lightning_does_not_requeue():
+    cfg = compose_train(
+        "hydra/launcher=slurm", "trainer=slurm", "trainer.devices=8", hydra_config=True
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (8, 8, 1)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm
+    (plugin,) = cfg.trainer.plugins
+    assert plugin._target_.endswith("SLURMEnvironment") and plugin.auto_requeue is False
+
+
+def test_ddp_trainers_sync_batchnorm():
+    for trainer in ("ddp", "ddp_spawn"):
+        cfg = compose_train(f"trainer={trainer}")
+        assert cfg.trainer.strategy == trainer and cfg.trainer.sync_batchnorm is True
+
+
+def test_wandb_logger_is_offline_and_keeps_csv():
+    cfg = compose_train("logger=wandb")
+    assert set(cfg.logger) == {"csv", "wandb"}
+    assert cfg.logger.wandb.offline is True
+    assert OmegaConf.select(cfg, "logger.wandb.log_model") is False
+
+
+def test_binary_loss_on_21_classes_is_refused():
+    with pytest.raises(ValueError, match=r"loss=lovasz_hinge is a binary loss .* 21 classes"):
+        check_loss_fits_data("binary", 21, "lovasz_hinge", "synthetic_voc")
+    check_loss_fits_data("multiclass", 2, "ce", "synthetic_roads")
+
+
+def test_global_batch_is_split_evenly_across_ranks():
+    assert per_rank_batch_size(24, 4) == 6
+    with pytest.raises(ValueError, match=r"batch_size=24 .* across 5 processes"):
+        per_rank_batch_size(24, 5)
+
+
+def test_resume_resolution(tmp_path: Path):
+    assert resolve_resume(None, auto_resume=True, output_dir=tmp_path) is None
+    with pytest.raises(ValueError, match=r"hydra\.run\.dir=<run dir> ckpt_path=last"):
+        resolve_resume("last", auto_resume=False, output_dir=tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.touch()
+    assert resolve_resume("last", auto_resume=False, output_dir=tmp_path) == str(last)
+    assert resolve_resume(None, auto_resume=True, output_dir=tmp_path) == str(last)
+    assert resolve_resume(None, auto_resume=False, output_dir=tmp_path) is None
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        resolve_resume(str(tmp_path / "nope.ckpt"), auto_resume=False, output_dir=tmp_path)

@@ -1,0 +1,153 @@
+"""``python -m lovaszseg.train`` / ``lovaszseg.eval`` end to end on tiny synthetic data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.train.entry import (
+    FAST,
+    epoch_finished,
+    epochs_with,
+    metric_rows,
+    results,
+    run_dirs,
+    sweep_jobs,
+)
+
+
+def test_default_job_writes_the_run_directory_contract_and_wandb_offline(run_entry, tmp_path):
+    proc = run_entry("lovaszseg.train", "logger=wandb", env={"WANDB_MODE": "offline"})
+    (run,) = run_dirs(tmp_path)
+    for name in (
+        ".hydra/config.yaml",
+        "metrics.csv",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
+        assert (run / name).is_file(), name
+    summary = results(run)
+    assert {k: summary[k] for k in ("task", "data", "loss", "model", "experiment", "seed")} == {
+        "task": "binary",
+        "data": "synthetic_roads",
+        "loss": "lovasz_hinge_bce",
+        "model": "deeplabv3plus_mobilenetv2",
+        "experiment": None,
+        "seed": 1,
+    }
+    assert (summary["status"], summary["epochs"], summary["final"]["epoch"]) == ("completed", 2, 1)
+    final = summary["final"]
+    assert set(final["per_class_iou"]) == {"background", "road"}
+    assert final["val/mIoU"] == pytest.approx(sum(final["per_class_iou"].values()) / 2)
+    assert summary["best"]["val/mIoU"] >= final["val/mIoU"]
+    assert summary["wall_time_s"] > 0
+    rows = metric_rows(run)
+    for column in ("train/loss", "train/loss_lovasz_hinge", "train/loss_bce", "val/mIoU"):
+        assert epochs_with(rows, column) == [0, 1], column
+    assert "val/IoU_road" in rows[0]
+    assert "mIoU" in proc.stdout and "road" in proc.stdout  # the final IoU table
+
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb"))
+    media = offline / "files" / "media"
+    assert len(list((media / "images" / "val").glob("examples_*.png"))) == 4
+    assert list((media / "table" / "val").glob("per_class_iou_*.table.json"))
+
+    # the two-run finetune recipe: new run, new optimizer, weights from the finished one
+    weights = run / "checkpoints" / "last.ckpt"
+    run_entry("lovaszseg.train", "loss=lovasz_hinge", f"init_from={weights}")
+    finetuned = next(r for r in run_dirs(tmp_path) if r != run)
+    summary = results(finetuned)
+    assert summary["init_from"] == str(weights) and summary["loss"] == "lovasz_hinge"
+    assert (summary["status"], summary["final"]["epoch"]) == ("completed", 1)
+    assert epochs_with(metric_rows(finetuned), "train/loss_lovasz_hinge") == [0, 1]
+
+
+def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):
+    run_entry("lovaszseg.train", "loss=lovasz_softmax", "data=synthetic_voc", "seed=3")
+    (run,) = run_dirs(tmp_path)
+    trained = results(run)
+    assert (trained["task"], trained["loss"], trained["seed"]) == (
+        "multiclass",
+        "lovasz_softmax",
+        3,
+    )
+    assert len(trained["final"]["per_class_iou"]) == 21
+    best = run / "checkpoints" / "best.ckpt"
+    run_entry("lovaszseg.eval", f"ckpt_path={best}", "data=synthetic_voc", "save_predictions=true")
+    (evaluated,) = run_dirs(tmp_path, task="eval")
+    scores = results(evaluated)["final"]
+    assert scores["epoch"] == trained["best"]["epoch"]
+    assert scores["val/mIoU"] == pytest.approx(trained["best"]["val/mIoU"], abs=1e-6)
+    assert len(list((evaluated / "predictions").glob("*.png"))) == 4
+
+
+def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_path):
+    proc = run_entry("lovaszseg.train", "loss=lovasz_hinge", "data=synthetic_voc", check=False)
+    assert proc.returncode != 0
+    assert "loss=lovasz_hinge is a binary loss" in proc.stderr and "21 classes" in proc.stderr
+    (run,) = run_dirs(tmp_path)
+    assert not (run / "checkpoints").exists()
+
+
+def test_usage_mode_sweep_runs_each_mode_in_its_own_directory(run_entry, tmp_path):
+    run_entry(
+        "lovaszseg.train", "experiment=roads_modes", "trainer.limit_train_batches=2", multirun=True
+    )
+    jobs = sweep_jobs(tmp_path)
+    summaries = [results(job) for job in jobs]
+    assert [s["loss"] for s in summaries] == [
+        "bce",
+        "lovasz_hinge",
+        "lovasz_hinge_bce",
+        "finetune_hinge",
+    ]
+    assert {s["experiment"] for s in summaries} == {"roads_modes"}
+    assert all(s["status"] == "completed" and s["data"] == "synthetic_roads" for s in summaries)
+    assert not (tmp_path / "outputs").exists()
+    finetune = metric_rows(jobs[3])
+    assert epochs_with(finetune, "train/loss_bce") == [0]
+    assert epochs_with(finetune, "train/loss_lovasz_hinge") == [1]
+
+
+def test_run_killed_with_sigkill_resumes_and_keeps_the_finetune_schedule(
+    data_dir, run_entry, tmp_path
+):
+    overrides = ["loss=finetune_hinge", "trainer.max_epochs=4"]  # switches at epoch 2
+    command = [
+        sys.executable,
+        "-m",
+        "lovaszseg.train",
+        *FAST,
+        f"paths.data_dir={data_dir}",
+        *overrides,
+    ]
+    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not epoch_finished(tmp_path, epoch=0):
+            assert proc.poll() is None, "training ended before its first epoch was logged"
+            assert time.monotonic() < deadline, "no finished epoch within 240 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    (run,) = run_dirs(tmp_path)
+    assert results(run)["status"] == "running"
+
+    run_entry("lovaszseg.train", *overrides, f"hydra.run.dir={run}", "ckpt_path=last")
+    summary = results(run)
+    assert (summary["status"], summary["epochs"], summary["final"]["epoch"]) == ("completed", 4, 3)
+    rows = metric_rows(run)
+    assert epochs_with(rows, "val/mIoU") == [0, 1, 2, 3]
+    assert epochs_with(rows, "train/loss_bce") == [0, 1]
+    assert epochs_with(rows, "train/loss_lovasz_hinge") == [2, 3]
