@@ -192,7 +192,7 @@ def install(archive: Path, root: Path, strip_top: bool, record: dict) -> None:
     try:
         safe_extract(archive, tmp)
         content = tmp
-        entries = list(tmp.iterdir())
+        entries = [p for p in tmp.iterdir() if p.name != "__MACOSX"]  # macOS zip residue
         if strip_top and len(entries) == 1 and entries[0].is_dir():
             content = entries[0]
         (content / MARKER).write_text(json.dumps(record, indent=2) + "\n")
