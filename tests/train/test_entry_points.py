@@ -55,7 +55,7 @@ def test_default_job_writes_the_run_directory_contract_and_wandb_offline(run_ent
     (offline,) = (run / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb"))
     media = offline / "files" / "media"
-    assert len(list((media / "images" / "val").glob("examples_*.png"))) == 4
+    assert len(list((media / "images" / "val").glob("examples_*.png"))) == 2  # 1 val batch of 2
     assert list((media / "table" / "val").glob("per_class_iou_*.table.json"))
 
     # the two-run finetune recipe: new run, new optimizer, weights from the finished one
@@ -84,7 +84,7 @@ def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):
     scores = results(evaluated)["final"]
     assert scores["epoch"] == trained["best"]["epoch"]
     assert scores["val/mIoU"] == pytest.approx(trained["best"]["val/mIoU"], abs=1e-6)
-    assert len(list((evaluated / "predictions").glob("*.png"))) == 4
+    assert len(list((evaluated / "predictions").glob("*.png"))) == 2  # debug: 1 batch of 2
 
 
 def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_path):
@@ -95,11 +95,11 @@ def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_pat
     assert not (run / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_usage_mode_sweep_runs_each_mode_in_its_own_directory_and_wandb_run(run_entry, tmp_path):
     run_entry(
         "lovaszseg.train",
         "experiment=roads_modes",
-        "trainer.limit_train_batches=2",
         "logger=wandb",
         multirun=True,
         env={"WANDB_MODE": "offline"},
