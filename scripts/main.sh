@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 venv=${LOVASZSEG_VENV:-.venv}
 export NO_ALBUMENTATIONS_UPDATE=1
-exec "$venv/bin/python" benchmarks/bench_losses.py --quick "$@"
+exec "$venv/bin/python" -m lovaszseg.train "$@"

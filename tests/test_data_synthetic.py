@@ -108,6 +108,9 @@ def test_palette_matches_vocs_known_colours():
         ({"tree_densty": 1.0}, "tree_densty"),
         ({"layout": "zip"}, "layout"),
         ({"num_train": 0}, "num_train"),
+        ({"road_width": [8, 4]}, r"road_width must be a \[min, max\] pair"),
+        ({"label_noise": -0.1}, "label_noise must not be negative"),
+        ({"contrast": "high"}, "contrast must be like 1.0, got 'high'"),
     ],
 )
 def test_bad_generator_settings_are_refused_by_name(settings, message):

@@ -11,10 +11,11 @@ import json
 import math
 
 import pytest
-from report_fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
 
 from lovaszseg.reporting.aggregate import Spread, pooled_std, summarise
 from lovaszseg.reporting.runs import load_runs
+
+from .report_fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
 
 
 def group(panel, label):

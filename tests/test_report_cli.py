@@ -8,10 +8,11 @@ import sys
 
 import pytest
 from PIL import Image
-from report_fakes import road_curve, roads_sweeps, write_run, write_sweep
 
 from lovaszseg.report import FIGURE_NAME, main
 from lovaszseg.reporting.plot import DPI, LEGEND_WIDTH, PANEL_SIZE
+
+from .report_fakes import road_curve, roads_sweeps, write_run, write_sweep
 
 
 def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, monkeypatch):

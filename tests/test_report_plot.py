@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from report_fakes import road_curve, write_sweep
 
 from lovaszseg.reporting.aggregate import summarise
 from lovaszseg.reporting.plot import (
@@ -16,6 +15,8 @@ from lovaszseg.reporting.plot import (
     plot_curves,
 )
 from lovaszseg.reporting.runs import load_runs
+
+from .report_fakes import road_curve, write_sweep
 
 
 def test_four_panels_wrap_into_two_rows_with_each_group_coloured(tmp_path):

@@ -21,40 +21,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-from PIL import Image
+from lovaszseg.data.generation import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "synthetic.json"
-
-
-def merge_knobs(presets: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any]) -> dict:
-    """Difficulty preset named by `settings["difficulty"]`, overridden by any knob in `settings`
-    that is not None (the configs list every knob as null, so Hydra overrides need no `+`)."""
-    name = settings.get("difficulty") or "easy"
-    if name not in presets:
-        raise ValueError(f"unknown difficulty {name!r}; expected one of {sorted(presets)}")
-    knobs = dict(presets[name])
-    for key, value in settings.items():
-        if key in knobs and value is not None:
-            knobs[key] = tuple(value) if isinstance(knobs[key], tuple) else value
-    return knobs
-
-
-def check_keys(settings: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    """Reject typos in generator settings instead of silently ignoring them."""
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown {where} setting(s) {unknown}; expected some of {sorted(allowed)}"
-        )
-
-
-def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """An independent stream per sample, so any one sample is reproducible on its own."""
-    return np.random.default_rng([int(seed), {"train": 0, "val": 1}[split], int(index)])
 
 
 @contextlib.contextmanager
@@ -112,33 +83,3 @@ def ensure_generated(
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("generated synthetic %s in %s", generator, root)
     return True
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def save_jpeg(path: Path, rgb: np.ndarray, quality: int = 92) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality]):
-        raise OSError(f"could not write {path}")
-
-
-def save_png(path: Path, values: np.ndarray, palette: list[int] | None = None) -> None:
-    """An 8-bit grey PNG, or a palette PNG when `palette` is given (VOC's label format)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(values.astype(np.uint8), mode="P" if palette else "L")
-    if palette:
-        image.putpalette(palette)
-    image.save(path, optimize=False)
-
-
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
-    """Smooth random field in [0, 1]: a `cells`x`cells` grid of noise upsampled bicubically."""
-    grid = rng.random((cells + 3, cells + 3)).astype(np.float32)
-    field = cv2.resize(grid, (shape[1] + 64, shape[0] + 64), interpolation=cv2.INTER_CUBIC)
-    field = field[32 : 32 + shape[0], 32 : 32 + shape[1]]
-    lo, hi = float(field.min()), float(field.max())
-    return (field - lo) / max(hi - lo, 1e-6)

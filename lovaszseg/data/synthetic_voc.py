@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lovaszseg.data.synthetic import (
+from lovaszseg.data.generation import (
     atomic_write_text,
     check_keys,
     merge_knobs,

@@ -6,9 +6,9 @@ order, take the Jaccard loss of each prefix of that order, and dot the sorted er
 prefix losses' differences (the Lovász extension's gradient). This module runs that recipe for
 every row of a call at once:
 
-* one sort for the whole call: each pixel becomes an integer key ``row | error | foreground``
-  (a non-negative float32 keeps its order when its bits are read as an integer), so one radix
-  sort groups the rows and orders each row by decreasing error;
+* one sort for the whole call: a non-negative float32 keeps its order when its bits are read as
+  an integer, so a radix sort of int32 keys orders every pixel of every row by decreasing error,
+  and a stable radix sort of 1-byte row ids then groups the rows, keeping that order;
 * the Jaccard differences come in closed form from exact integer counts, never as differences of
   rounded float32 cumulative Jaccards, so the loss stays exact past 2^24 pixels;
 * pixels that cannot contribute are dropped before the sort: zero errors, and background pixels
@@ -185,7 +185,8 @@ def _compact(errors, fg, keep, rows, channels, compact):
         row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).view(-1)
         return errors.view(-1), fg.view(-1), row, position.view(-1)
     kept = keep.view(-1).nonzero().squeeze(1)
-    counts = keep.sum(2).view(-1)
+    block_starts = torch.arange(0, errors.numel() + 1, size, device=device)
+    counts = torch.diff(torch.searchsorted(kept, block_starts))
     n = kept.numel()
     position = kept + torch.repeat_interleave(offset, counts, output_size=n)
     row = None
@@ -193,6 +194,13 @@ def _compact(errors, fg, keep, rows, channels, compact):
         row = torch.repeat_interleave(row_ids.repeat(groups), counts, output_size=n)
     err = errors.view(-1).index_select(0, kept)
     return err, fg.view(-1).index_select(0, kept), row, position
+
+
+def _small_int(values: int) -> torch.dtype:
+    """The narrowest integer dtype radix sort handles for ``values`` distinct ids."""
+    if values <= 255:
+        return torch.uint8
+    return torch.int16 if values <= 2**15 else torch.int32
 
 
 def _sort(err, is_fg, row, rows):
@@ -214,18 +222,20 @@ def _sort(err, is_fg, row, rows):
         key, order = torch.sort(_LOW31 - err.view(torch.int32))
         fg_sorted, err = is_fg.index_select(0, order), (_LOW31 - key).view(torch.float32)
     else:
-        key = (_LOW31 - err.view(torch.int32).long()).bitwise_left_shift_(1).bitwise_or_(is_fg)
-        key.bitwise_or_(row.bitwise_left_shift(32))
-        key, order = torch.sort(key)
-        row = key.bitwise_right_shift(32)
-        fg_sorted = key.bitwise_and(1).bool()
-        err = (_LOW31 - key.bitwise_right_shift_(1).bitwise_and_(_LOW31)).int().view(torch.float32)
+        # By decreasing error (int32 key), then stably by row (a 1- or 2-byte key): two radix
+        # sorts that move less memory than one sort of 64-bit (row, error) keys.
+        key, order = torch.sort(_LOW31 - err.view(torch.int32))
+        by_row = row.to(_small_int(rows + 1)).index_select(0, order)
+        row, regroup = torch.sort(by_row, stable=True)
+        order = order.index_select(0, regroup)
+        err = (_LOW31 - key.index_select(0, regroup)).view(torch.float32)
+        fg_sorted = is_fg.index_select(0, order)
     n = err.numel()
     if row is None:
         counts = torch.zeros(rows + 1, dtype=torch.long, device=err.device)
         counts[0] = n
     else:
-        starts = torch.searchsorted(row, torch.arange(rows + 1, device=err.device))
+        starts = torch.searchsorted(row, torch.arange(rows + 1, dtype=row.dtype, device=err.device))
         counts = torch.diff(starts, append=starts.new_full((1,), n))
     return err, fg_sorted, counts, order
 
