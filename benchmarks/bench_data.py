@@ -95,9 +95,7 @@ def main() -> None:
             console.print(f"loader, {workers} worker(s): {loader[workers]:.2f} images/s")
         batch = next(
             iter(
-                road_datamodule(
-                    Path(tmp) / "roads", images, args.batch_size, 0
-                ).train_dataloader()
+                road_datamodule(Path(tmp) / "roads", images, args.batch_size, 0).train_dataloader()
             )
         )
     model = model_images_per_s(batch, args.steps)

@@ -108,3 +108,15 @@ def test_real_configs_report_an_absent_download(name, tmp_path):
     console = Console(record=True, width=200)
     assert run(check_config(name, tmp_path / name), console) > 0
     assert str(tmp_path / name) in console.export_text()
+
+
+def test_colour_road_masks_are_a_note_not_a_problem(tmp_path):
+    root = tmp_path / "r"
+    DeepGlobeRoadDataModule(root, synthetic=TINY).setup()
+    mask = root / "train" / "0001_mask.png"
+    grey = np.asarray(Image.open(mask)) * 255
+    Image.fromarray(np.stack([grey] * 3, -1)).save(mask)  # as DeepGlobe's originals: RGB 0/255
+    train, val = check_dataset(DeepGlobeRoadDataModule(root, crop_size=64))
+    assert not train.problems and not val.problems
+    assert [n.message for n in train.notes] == ["1 label(s) stored in colour, read as grey"]
+    assert train.pixels[1] > 0

@@ -61,7 +61,7 @@ def test_roads_original_layout_has_jpeg_like_masks_and_a_seeded_split(tmp_path):
     assert set(np.unique(dm.train_dataset.load(0)[1])) <= {0, 1}
 
 
-def test_generation_is_deterministic_cached_and_redone_when_settings_change(tmp_path):
+def test_generation_is_deterministic_cached_and_redone_when_settings_change(tmp_path, caplog):
     roads(tmp_path / "a")
     roads(tmp_path / "b")
     first = (tmp_path / "a" / "train" / "0003_sat.jpg").read_bytes()
@@ -70,6 +70,7 @@ def test_generation_is_deterministic_cached_and_redone_when_settings_change(tmp_
     roads(tmp_path / "a")  # cached: nothing rewritten
     assert (tmp_path / "a" / MANIFEST).stat().st_mtime_ns == stamp
     roads(tmp_path / "a", seed=1)
+    assert "seed: 0 -> 1" in caplog.text and "num_train" not in caplog.text
     assert (tmp_path / "a" / "train" / "0003_sat.jpg").read_bytes() != first
     assert not list(tmp_path.glob(".a.*-*"))  # no temporary or old copies left behind
 

@@ -36,31 +36,25 @@ class SplitReport:
 @dataclass
 class _SampleResult:
     problems: list[Problem]
-    notes: list[Problem]
     counts: np.ndarray | None = None
     size: tuple[int, int] | None = None
+    colour_label: bool = False
 
 
 def _check_sample(dm: SegmentationDataModule, sample: Sample) -> _SampleResult:
     where = sample.source or str(sample.image)
     problems: list[Problem] = []
-    notes: list[Problem] = []
     for kind, path in (("image", sample.image), ("label", sample.label)):
         if not path.is_file():
             problems.append(Problem(where, f"{kind} {path} does not exist"))
     if problems:
-        return _SampleResult(problems, notes)
+        return _SampleResult(problems)
     try:
         image = read_image(sample.image)
         raw = read_label(sample.label)
-    except ValueError as error:
-        return _SampleResult([Problem(where, str(error))], notes)
-    if raw.ndim == 3:
-        notes.append(Problem(where, f"label {sample.label} has {raw.shape[2]} channels"))
-    try:
         label = dm.decode_label(raw, sample)
     except ValueError as error:
-        return _SampleResult([Problem(where, str(error))], notes)
+        return _SampleResult([Problem(where, str(error))])
     if image.shape[:2] != label.shape:
         problems.append(
             Problem(
@@ -83,7 +77,7 @@ def _check_sample(dm: SegmentationDataModule, sample: Sample) -> _SampleResult:
             )
         )
     kept = np.append(counts[: dm.num_classes], counts[dm.ignore_index])
-    return _SampleResult(problems, notes, kept, (image.shape[1], image.shape[0]))
+    return _SampleResult(problems, kept, (image.shape[1], image.shape[0]), raw.ndim == 3)
 
 
 def check_split(dm: SegmentationDataModule, split: str, workers: int = 4) -> SplitReport:
@@ -96,13 +90,18 @@ def check_split(dm: SegmentationDataModule, split: str, workers: int = 4) -> Spl
     report.samples = len(samples)
     if not samples:
         report.problems.append(Problem(str(dm.root), f"no {split} samples listed"))
+    colour_labels = 0
     with ThreadPoolExecutor(max(workers, 1)) as pool:  # decoding releases the GIL
         for result in pool.map(lambda s: _check_sample(dm, s), samples):
             report.problems += result.problems
-            report.notes += result.notes
+            colour_labels += result.colour_label
             if result.counts is not None:
                 report.pixels += result.counts
                 report.sizes[result.size] += 1
+    if colour_labels:
+        report.notes.append(
+            Problem(str(dm.root), f"{colour_labels} label(s) stored in colour, read as grey")
+        )
     small = sum(n for (w, h), n in report.sizes.items() if min(w, h) < dm.crop_size)
     if split == "train" and small:
         report.notes.append(

@@ -174,7 +174,9 @@ def safe_extract(archive: Path, target: Path) -> None:
                     if reason:
                         problems.append(f"{member.name!r}: {reason}")
                 if not problems:
-                    tf.extractall(target, members=members, filter="data")
+                    # the stdlib's own guard too, where it exists (3.10.12+, 3.11.4+)
+                    guard = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                    tf.extractall(target, members=members, **guard)
         else:
             raise ValueError(f"{archive} is neither a zip nor a tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
@@ -190,7 +192,7 @@ def install(archive: Path, root: Path, strip_top: bool, record: dict) -> None:
     try:
         safe_extract(archive, tmp)
         content = tmp
-        entries = list(tmp.iterdir())
+        entries = [p for p in tmp.iterdir() if p.name != "__MACOSX"]  # macOS zip residue
         if strip_top and len(entries) == 1 and entries[0].is_dir():
             content = entries[0]
         (content / MARKER).write_text(json.dumps(record, indent=2) + "\n")

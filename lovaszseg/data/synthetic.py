@@ -49,6 +49,17 @@ def _read_manifest(root: Path) -> dict | None:
         return None
 
 
+def _changes(old: dict, new: dict) -> str:
+    """`key: old -> new` for what differs between two manifests."""
+    if old.get("generator") != new["generator"]:
+        return f"generator {old.get('generator')} -> {new['generator']}"
+    before, after = old.get("settings", {}), new["settings"]
+    keys = sorted(set(before) | set(after))
+    return ", ".join(
+        f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys if before.get(k) != after.get(k)
+    )
+
+
 def ensure_generated(
     root: Path | str,
     generator: str,
@@ -69,7 +80,7 @@ def ensure_generated(
             log.info("%s is not empty and has no %s: reading it as it is", root, MANIFEST)
             return False
         if manifest is not None:
-            log.warning("regenerating %s: settings changed from %s", root, manifest["settings"])
+            log.warning("regenerating %s: %s", root, _changes(manifest, wanted))
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             write(tmp)
