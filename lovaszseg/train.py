@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+from lovaszseg.losses.compose import CompositeLoss
 from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
 from lovaszseg.resolvers import register_resolvers
 from lovaszseg.results import ResultsWriter, read_results
@@ -101,49 +102,26 @@ def sync_batchnorm_supported(trainer_cfg: DictConfig) -> bool:
     return accelerator in ("gpu", "cuda")
 
 
-def build_callbacks(cfg: DictConfig, results_path: Path, meta: dict[str, Any]) -> list[pl.Callback]:
-    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    return [*configured, ResultsWriter(results_path, meta)]
+def build_trainer(cfg: DictConfig, loggers: list[Any], results: ResultsWriter) -> pl.Trainer:
+    """The configured Trainer with the configured callbacks plus the results writer."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm"))
+    if sync_batchnorm and not sync_batchnorm_supported(cfg.trainer):
+        log.info("SyncBatchNorm needs GPUs; CPU ranks keep their own BatchNorm statistics")
+        sync_batchnorm = False
+    trainer = instantiate(
+        cfg.trainer, callbacks=[*callbacks, results], logger=loggers, sync_batchnorm=sync_batchnorm
+    )
+    refuse_relaunch_in_multirun(trainer)
+    return trainer
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Fit one model as configured; returns the best ``val/mIoU`` (rank zero) or ``None``."""
-    pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    choices = group_choices()
-
-    loss = instantiate(cfg.loss)
-    check_loss_fits_data(loss.task, cfg.data.num_classes, choices["loss"], choices["data"])
-    if cfg.init_from and cfg.ckpt_path:
-        raise ValueError(
-            "set either init_from (new run from weights) or ckpt_path (resume), not both"
-        )
-    resume_from = resolve_resume(cfg.ckpt_path, cfg.auto_resume, output_dir)
-
-    meta = {
-        "task": loss.task,
-        **choices,
-        "seed": cfg.seed,
-        "init_from": cfg.init_from,
-    }
-    loggers = build_loggers(cfg)
-    sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm")) and sync_batchnorm_supported(cfg.trainer)
-    if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm:
-        log.info("SyncBatchNorm needs GPUs; CPU ranks keep their own BatchNorm statistics")
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=build_callbacks(cfg, output_dir / RESULTS_FILE, meta),
-        logger=loggers,
-        sync_batchnorm=sync_batchnorm,
-    )
-    refuse_relaunch_in_multirun(trainer)
-    batch_size = per_rank_batch_size(cfg.data.batch_size, trainer.num_devices * trainer.num_nodes)
-    datamodule = instantiate(cfg.data, batch_size=batch_size)
-
+def build_module(cfg: DictConfig, loss: CompositeLoss, datamodule: Any) -> SegmentationModule:
+    """Network sized for the task (1 logit for binary), optionally from another run's weights."""
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
     net_config["classes"] = output_channels(loss.task, datamodule.num_classes)
     module = SegmentationModule(
@@ -159,9 +137,31 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.init_from:
         module.load_net_weights(load_checkpoint(cfg.init_from)["state_dict"], source=cfg.init_from)
         log.info("initialised the network from %s", cfg.init_from)
+    return module
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit one model as configured; returns the best ``val/mIoU`` (rank zero) or ``None``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    choices = group_choices()
+    loss = instantiate(cfg.loss)
+    check_loss_fits_data(loss.task, cfg.data.num_classes, choices["loss"], choices["data"])
+    if cfg.init_from and cfg.ckpt_path:
+        raise ValueError("set init_from (a new run from weights) or ckpt_path (resume), not both")
+    resume_from = resolve_resume(cfg.ckpt_path, cfg.auto_resume, output_dir)
+
+    meta = {"task": loss.task, **choices, "seed": cfg.seed, "init_from": cfg.init_from}
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, loggers, ResultsWriter(output_dir / RESULTS_FILE, meta))
+    world_size = trainer.num_devices * trainer.num_nodes
+    datamodule = instantiate(
+        cfg.data, batch_size=per_rank_batch_size(cfg.data.batch_size, world_size)
+    )
+    module = build_module(cfg, loss, datamodule)
+
     if resume_from:
         log.info("resuming from %s", resume_from)
-
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:

@@ -131,6 +131,11 @@ def test_slurm_launcher_runs_one_task_per_gpu_and_lightning_does_not_requeue():
     assert plugin._target_.endswith("SLURMEnvironment") and plugin.auto_requeue is False
 
 
+def test_constant_schedule_is_an_empty_option():
+    assert not compose_train("scheduler=constant").scheduler
+    assert compose_train().scheduler._target_.endswith("PolynomialLR")
+
+
 def test_ddp_trainers_sync_batchnorm():
     for trainer in ("ddp", "ddp_spawn"):
         cfg = compose_train(f"trainer={trainer}")
