@@ -3,7 +3,8 @@
 Every case is measured side by side in one process, the implementations interleaved round by
 round, in several fresh processes (CPU sort speed varies ~2x between processes); the table gives
 medians over all rounds and the ratios that the targets are stated in. Peak memory is measured in
-a fresh process per (case, implementation): the growth of the peak RSS (CPU) or of the peak CUDA
+a fresh process per (case, implementation): the growth of the peak RSS (CPU, with glibc told to
+map every allocation over 64 KiB on its own, so that RSS follows live tensors) or of the peak CUDA
 allocation during one forward+backward.
 
     python benchmarks/bench_losses.py                   # full table, writes results JSON
@@ -171,8 +172,11 @@ def peak_memory(case: Case, impl: str, device: str) -> float:
 
 
 def _child(args: list[str]) -> dict:
+    # Every allocation of 64 KiB or more gets its own mapping, returned on free: the peak RSS is
+    # then the peak of live tensors, not an artefact of glibc's heap reuse.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -45,7 +45,9 @@ def evaluate(cfg: DictConfig) -> float | None:
     check_classes_match(module, datamodule, cfg.ckpt_path)
 
     callbacks = [PredictionWriter(output_dir / "predictions")] if cfg.save_predictions else []
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks, enable_checkpointing=False)
+    trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=callbacks, enable_checkpointing=False
+    )
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return None

@@ -204,7 +204,7 @@ def lovasz_hinge(
         activation,
     )
     global_sync = sync == "global" and not per_image
-    losses = lovasz_rows(x, column, rows, sync=global_sync)
+    losses = lovasz_rows(x, column.unsqueeze(1), rows, sync=global_sync)
 
     if empty == "skip":  # a row counts when its foreground is not empty
         present = torch.stack([(column == t).view(groups, -1).any(1) for t in targets]).view(-1)

@@ -35,8 +35,9 @@ class Rows(NamedTuple):
     """Which pixels of ``x`` [B, C, S] make each row of a call, and how their errors are formed.
 
     Row ``r`` holds channel ``channel[r]`` of image ``image[r]`` (of every image when ``image`` is
-    None: batch-level rows). Its foreground is the pixels labelled ``target[r]`` (labels [B, S]),
-    or, when ``target`` is None, the pixels whose dense target [B, C, S] is 1 in its channel.
+    None: batch-level rows). Its foreground is the pixels labelled ``target[r]`` (labels [B, S],
+    or [B, 1, S] read elementwise), or, when ``target`` is None, the pixels whose dense target
+    [B, C, S] is 1 in its channel.
     Errors are ``1 - s x`` on the foreground and ``offset + s x`` elsewhere, with ``s = sign[r]``
     (+1 when None): ``offset`` 0 gives ``|y - p|`` on probabilities, 1 the hinge on logits.
     ``void`` is the label of pixels that take no part, or None when there are none.
@@ -147,11 +148,19 @@ def _label_errors(xd, labels, rows):
 
 
 def _dense_errors(xd, targets, rows):
-    """Pixel errors [G, R, S] of rows whose foreground is a dense 0/1 target (multilabel)."""
+    """Pixel errors [G, R, S] of rows whose foreground is read from a dense target.
+
+    ``targets`` is [B, C, S] 0/1 (multilabel: foreground where 1) or [B, 1, S] labels shared by
+    every row (the hinge: foreground where the label is ``target[r]``). Elementwise: the cheap
+    path when rows are few and pixels many.
+    """
     x = _signed(_gather_rows(xd, rows), rows)
-    y = _gather_rows(targets, rows).expand_as(x)
-    fg = y == 1
-    errors = torch.where(fg, 1.0 - x, x + rows.offset)
+    y = _gather_rows(targets, rows)
+    target = 1 if rows.target is None else rows.target.to(y.dtype).view(1, -1, 1)
+    fg = y == target
+    x.add_(rows.offset)  # the background error; the foreground's is 1 - x = (1 + offset) - this
+    errors = torch.where(fg, (1.0 + rows.offset) - x, x)
+    del x
     if rows.void is not None:
         errors.masked_fill_(y == rows.void, -torch.inf)
     gts = fg.sum((0, 2))
@@ -179,21 +188,27 @@ def _compact(errors, fg, keep, rows, channels, compact):
         torch.arange(groups, device=device).unsqueeze(1) * n_rows + row_ids
     )
     offset = (offset * size).view(-1)
+    # Positions are kept for backward: int32 where they fit, rows as 1-byte ids.
+    position_dtype = torch.int32 if (groups * n_rows + 1) * size < 2**31 else torch.int64
+    row_dtype = _small_int(n_rows + 1)
     if not compact:
         position = torch.arange(errors.numel(), device=device).view(groups, n_rows, size)
         position += offset.view(groups, n_rows, 1)
-        row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).view(-1)
-        return errors.view(-1), fg.view(-1), row, position.view(-1)
+        row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).to(row_dtype).view(-1)
+        return errors.view(-1), fg.view(-1), row, position.view(-1).to(position_dtype)
     kept = keep.view(-1).nonzero().squeeze(1)
     block_starts = torch.arange(0, errors.numel() + 1, size, device=device)
     counts = torch.diff(torch.searchsorted(kept, block_starts))
     n = kept.numel()
-    position = kept + torch.repeat_interleave(offset, counts, output_size=n)
+    err = errors.view(-1).index_select(0, kept)
+    is_fg = fg.view(-1).index_select(0, kept)
+    position = kept.add_(torch.repeat_interleave(offset, counts, output_size=n))
+    position = position.to(position_dtype)
     row = None
     if n_rows > 1:
-        row = torch.repeat_interleave(row_ids.repeat(groups), counts, output_size=n)
-    err = errors.view(-1).index_select(0, kept)
-    return err, fg.view(-1).index_select(0, kept), row, position
+        row_ids = row_ids.to(row_dtype).repeat(groups)
+        row = torch.repeat_interleave(row_ids, counts, output_size=n)
+    return err, is_fg, row, position
 
 
 def _small_int(values: int) -> torch.dtype:
@@ -270,7 +285,7 @@ class _LovaszExtension(torch.autograd.Function):
         channels = x.shape[1]
         dtype = compute_dtype(x)
         xd = x.to(dtype).contiguous()
-        if rows.target is None:
+        if y.dim() == 3:
             errors, fg, gts, threshold = _dense_errors(xd, y, rows)
         else:
             errors, fg, gts, threshold = _label_errors(xd, y, rows)
@@ -301,9 +316,17 @@ class _LovaszExtension(torch.autograd.Function):
             err, is_fg, row, mine = distributed.gather_pixels(err, is_fg, row)
         err, fg_sorted, counts, order = _sort(err, is_fg, row, n_rows)
         del is_fg, row
+        own = None
+        if ctx.needs_input_grad[0]:  # where the sorted pixels lie in x (this process's only)
+            if mine is not None:
+                own = (order >= mine[0]) & (order < mine[1])
+                order = order[own] - mine[0]
+            position = position.index_select(0, order)
+        del order
 
         inter, union, starts = _prefix_counts(fg_sorted, counts, gts)
-        increments = jaccard_increments(fg_sorted, union.to(dtype), inter.to(dtype))
+        inter = inter.to(dtype)
+        increments = jaccard_increments(fg_sorted, union.to(dtype), inter)
         del inter, union
         n = err.numel()
         if not compact:  # the masked pixels, sorted last in the dummy row, take no part
@@ -318,19 +341,17 @@ class _LovaszExtension(torch.autograd.Function):
         losses = totals[(starts + counts)[:n_rows]] - totals[starts[:n_rows]]
 
         if ctx.needs_input_grad[0]:
-            if rows.sign is not None or mine is not None:
+            grad = torch.where(fg_sorted, -increments_x, increments_x)
+            if rows.sign is not None or own is not None:
                 row = torch.arange(n_rows + 1, device=x.device)
                 row = torch.repeat_interleave(row, counts, output_size=n)
-            grad = torch.where(fg_sorted, -increments_x, increments_x)
             if rows.sign is not None:
                 sign = torch.cat([rows.sign, rows.sign.new_ones(1)]).to(grad.dtype)
                 grad *= sign.index_select(0, row)
-            if mine is not None:  # keep the pixels of this process, scaled for DDP's averaging
-                own = (order >= mine[0]) & (order < mine[1])
-                order, row = order[own] - mine[0], row[own]
-                grad = grad[own] * distributed.world_size()
+            if own is not None:  # this process's pixels, scaled for DDP's gradient averaging
+                row, grad = row[own], grad[own] * distributed.world_size()
                 counts = torch.bincount(row, minlength=n_rows + 1)
-            ctx.save_for_backward(position.index_select(0, order), grad, counts)
+            ctx.save_for_backward(position, grad, counts)
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
