@@ -255,21 +255,30 @@ def _sort(err, is_fg, row, rows):
     return err, fg_sorted, counts, order
 
 
+def _expand_rows(values, starts, n):
+    """Per-row constants repeated over each row's pixels: a cumulative sum of their jumps at the
+    rows' first pixels (no 64-bit index, unlike ``repeat_interleave``)."""
+    jumps = torch.diff(values, prepend=values.new_zeros(1))
+    return values.new_zeros(n + 1).index_add_(0, starts, jumps)[:n].cumsum_(0)
+
+
 def _prefix_counts(fg_sorted, counts, gts):
-    """``inter`` and ``union`` of each sorted pixel's prefix within its row, as exact integers."""
+    """``inter`` and ``union`` of each sorted pixel's prefix within its row, as exact integers.
+
+    With ``fg_seen`` the running count of foreground pixels over all sorted pixels, a pixel ``i``
+    of row ``r`` (which starts at ``start_r``, after ``before_r`` foreground pixels) has
+    ``inter = |F_r| + before_r - fg_seen_i`` and ``union = inter + (i + 1 - start_r)``.
+    """
     n = fg_sorted.numel()
-    index_dtype = torch.int32 if n < 2**31 else torch.int64
+    dtype = torch.int32 if n < 2**30 else torch.int64  # union <= |F_r| + n <= 2n
     starts = counts.cumsum(0) - counts
-    fg_seen = fg_sorted.cumsum(0, dtype=index_dtype)
-    if n:
-        fg_before = (fg_seen - fg_sorted.view(torch.uint8))[starts.clamp(max=n - 1)]
-    else:
-        fg_before = torch.zeros_like(starts)
-    gts = torch.cat([gts, gts.new_zeros(1)]) + fg_before
-    inter = torch.repeat_interleave(gts.to(index_dtype), counts, output_size=n).sub_(fg_seen)
-    union = torch.repeat_interleave((gts - starts).to(index_dtype), counts, output_size=n)
-    union += torch.arange(1, n + 1, dtype=index_dtype, device=fg_sorted.device)
-    return inter, union.sub_(fg_seen), starts
+    fg_seen = fg_sorted.cumsum(0, dtype=dtype)
+    before = torch.cat([fg_seen.new_zeros(1), fg_seen]).index_select(0, starts)
+    row_inter = torch.cat([gts, gts.new_zeros(1)]).to(dtype) + before
+    inter = _expand_rows(row_inter, starts, n).sub_(fg_seen)
+    union = _expand_rows((starts - 1).to(dtype), starts, n).neg_()
+    union += torch.arange(n, dtype=dtype, device=fg_sorted.device)
+    return inter, union.add_(inter), starts
 
 
 class _LovaszExtension(torch.autograd.Function):
