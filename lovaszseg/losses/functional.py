@@ -135,6 +135,22 @@ def _zero(x):
     return (x.reshape(-1)[:1] * 0.0).sum().to(compute_dtype(x))
 
 
+def _class_rows_loss(x, y, weights, weights_c, class_ids, per_image, make_rows, sync, reduction):
+    """Rows of nonzero weight → one kernel call → weighted mean per image → the reduction.
+
+    ``weights`` [G, K] says which (image or batch, class) rows count; ``weights_c`` scales them.
+    """
+    batch = x.shape[0]
+    weights = weights.double() if weights_c is None else weights * weights_c[class_ids]
+    group, cls, weights = _rows_of(weights, class_ids, x.device)
+    if group.numel() == 0:
+        zero = _zero(x)
+        return zero.expand(batch) if reduction == "none" and per_image else zero
+    losses = lovasz_rows(x, y, make_rows(group if per_image else None, cls), sync=sync)
+    values, _ = _group_means(losses, weights, group, batch if per_image else 1)
+    return _reduce(values, reduction)
+
+
 def lovasz_hinge(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -280,19 +296,14 @@ def lovasz_softmax(
     has_valid = counts.sum(1, keepdim=True) > 0
     counts = counts[:, class_ids]
     weights = counts > 0 if present_only else has_valid.expand_as(counts)
-    weights = weights.double() if weights_c is None else weights * weights_c[class_ids]
-
-    group, cls, weights = _rows_of(weights, class_ids, device)
-    if group.numel() == 0:
-        zero = _zero(p)
-        return zero.expand(batch) if reduction == "none" and per_image else zero
     small = torch.uint8 if num_classes < 255 else torch.int32
-    rows = Rows(
-        group if per_image else None, cls, cls, None if valid is None else void, num_classes + 1
+
+    def rows(image, cls):
+        return Rows(image, cls, cls, None if valid is None else void, num_classes + 1)
+
+    return _class_rows_loss(
+        p, column.to(small), weights, weights_c, class_ids, per_image, rows, global_sync, reduction
     )
-    losses = lovasz_rows(p, column.to(small), rows, sync=global_sync)
-    values, _ = _group_means(losses, weights, group, batch if per_image else 1)
-    return _reduce(values, reduction)
 
 
 def lovasz_multilabel(
@@ -359,22 +370,13 @@ def lovasz_multilabel(
         if global_sync:
             positives = distributed.all_reduce_sum(positives)
             valid_any = distributed.all_reduce_sum(valid_any.long()) > 0
-    weights = positives > 0 if present_only else valid_any
-    weights = weights[:, class_ids]
-    weights = weights.double() if weights_c is None else weights * weights_c[class_ids]
-
-    group, cls, weights = _rows_of(weights, class_ids, device)
-    if group.numel() == 0:
-        zero = _zero(x)
-        return zero.expand(batch) if reduction == "none" and per_image else zero
+    weights = (positives > 0 if present_only else valid_any)[:, class_ids]
     has_void = valid is not None and (device.type != "cpu" or not bool(valid.all()))
-    rows = Rows(
-        group if per_image else None,
-        cls,
-        None,
-        _VOID if has_void else None,
-        offset=1.0 if kind == "hinge" else 0.0,
+    offset = 1.0 if kind == "hinge" else 0.0
+
+    def rows(image, cls):
+        return Rows(image, cls, None, _VOID if has_void else None, offset=offset)
+
+    return _class_rows_loss(
+        x, y, weights, weights_c, class_ids, per_image, rows, global_sync, reduction
     )
-    losses = lovasz_rows(x, y, rows, sync=global_sync)
-    values, _ = _group_means(losses, weights, group, batch if per_image else 1)
-    return _reduce(values, reduction)
