@@ -50,7 +50,26 @@ class LovaszHingeLoss(nn.Module):
         return f"per_image={self.per_image}, ignore_index={self.ignore_index}, {options}"
 
 
-class LovaszSoftmaxLoss(nn.Module):
+class _ClassAveragedLoss(nn.Module):
+    """Options shared by the losses that average one Lovász loss per class (or channel)."""
+
+    def __init__(self, classes, per_image, ignore_index, class_weights, reduction, sync):
+        super().__init__()
+        self.classes, self.per_image, self.ignore_index = classes, per_image, ignore_index
+        self.reduction, self.sync = reduction, sync
+        _weights_buffer(self, class_weights)
+
+    def _options(self) -> dict:
+        return dict(class_weights=self.class_weights, reduction=self.reduction, sync=self.sync)
+
+    def extra_repr(self) -> str:
+        return (
+            f"classes={self.classes!r}, per_image={self.per_image}, "
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, sync={self.sync!r}"
+        )
+
+
+class LovaszSoftmaxLoss(_ClassAveragedLoss):
     """Lovász-softmax on logits [B, C, *] (softmax over C inside, float32 or float64).
 
     See ``lovasz_softmax`` for the options (classes, class_weights, reduction, sync).
@@ -66,10 +85,7 @@ class LovaszSoftmaxLoss(nn.Module):
         reduction: str = "mean",
         sync: str = "none",
     ):
-        super().__init__()
-        self.classes, self.per_image, self.ignore_index = classes, per_image, ignore_index
-        self.reduction, self.sync = reduction, sync
-        _weights_buffer(self, class_weights)
+        super().__init__(classes, per_image, ignore_index, class_weights, reduction, sync)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if logits.dim() < 2:
@@ -78,24 +94,11 @@ class LovaszSoftmaxLoss(nn.Module):
             )
         probas = logits.to(compute_dtype(logits)).softmax(dim=1)
         return lovasz_softmax(
-            probas,
-            labels,
-            self.classes,
-            self.per_image,
-            self.ignore_index,
-            class_weights=self.class_weights,
-            reduction=self.reduction,
-            sync=self.sync,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"classes={self.classes!r}, per_image={self.per_image}, "
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, sync={self.sync!r}"
+            probas, labels, self.classes, self.per_image, self.ignore_index, **self._options()
         )
 
 
-class LovaszMultilabelLoss(nn.Module):
+class LovaszMultilabelLoss(_ClassAveragedLoss):
     """Multilabel Lovász loss on logits [B, C, *] against 0/1 targets [B, C, *].
 
     ``kind="sigmoid"`` applies a sigmoid inside (Lovász-sigmoid per channel); ``kind="hinge"``
@@ -113,10 +116,8 @@ class LovaszMultilabelLoss(nn.Module):
         reduction: str = "mean",
         sync: str = "none",
     ):
-        super().__init__()
-        self.kind, self.classes, self.per_image = kind, classes, per_image
-        self.ignore_index, self.reduction, self.sync = ignore_index, reduction, sync
-        _weights_buffer(self, class_weights)
+        super().__init__(classes, per_image, ignore_index, class_weights, reduction, sync)
+        self.kind = kind
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         scores = logits.to(compute_dtype(logits))
@@ -129,13 +130,8 @@ class LovaszMultilabelLoss(nn.Module):
             self.classes,
             self.per_image,
             self.ignore_index,
-            class_weights=self.class_weights,
-            reduction=self.reduction,
-            sync=self.sync,
+            **self._options(),
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"kind={self.kind!r}, classes={self.classes!r}, per_image={self.per_image}, "
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, sync={self.sync!r}"
-        )
+        return f"kind={self.kind!r}, " + super().extra_repr()
