@@ -171,9 +171,11 @@ def _dense_errors(xd, targets, rows):
 def _compact(errors, fg, keep, rows, channels, compact):
     """The kept pixels as flat arrays: errors, foreground, row, and position in ``x`` [B, C, S].
 
-    On CPU they are gathered (``compact``; row is None when there is one row); on CUDA every
-    pixel stays and the dropped ones are sent to a dummy last row, which sorts last. Rows and
-    positions come from per-row offsets expanded over the rows' sizes, without divisions.
+    On CPU they are gathered (``compact``; row is None when there is one row) in the layout of
+    ``errors``, and the number kept in each of its G·R blocks of S pixels is returned too; on CUDA
+    every pixel stays (block counts None) and the dropped ones are sent to a dummy last row, which
+    sorts last. Rows and positions come from per-row offsets expanded over the rows' sizes,
+    without divisions.
     """
     groups, n_rows, size = errors.shape
     device = errors.device
@@ -195,7 +197,7 @@ def _compact(errors, fg, keep, rows, channels, compact):
         position = torch.arange(errors.numel(), device=device).view(groups, n_rows, size)
         position += offset.view(groups, n_rows, 1)
         row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).to(row_dtype).view(-1)
-        return errors.view(-1), fg.view(-1), row, position.view(-1).to(position_dtype)
+        return errors.view(-1), fg.view(-1), row, position.view(-1).to(position_dtype), None
     kept = keep.view(-1).nonzero().squeeze(1)
     block_starts = torch.arange(0, errors.numel() + 1, size, device=device)
     counts = torch.diff(torch.searchsorted(kept, block_starts))
@@ -208,7 +210,7 @@ def _compact(errors, fg, keep, rows, channels, compact):
     if n_rows > 1:
         row_ids = row_ids.to(row_dtype).repeat(groups)
         row = torch.repeat_interleave(row_ids, counts, output_size=n)
-    return err, is_fg, row, position
+    return err, is_fg, row, position, counts
 
 
 def _small_int(values: int) -> torch.dtype:
@@ -318,20 +320,15 @@ class _LovaszExtension(torch.autograd.Function):
                 row_max = distributed.all_reduce_max(row_max)
             threshold = torch.where(no_fg, row_max, threshold)
         keep = errors >= threshold.clamp_min(torch.finfo(dtype).tiny).view(1, n_rows, 1)
-        err, is_fg, row, position = _compact(errors, fg, keep, rows, channels, compact or sync)
+        err, is_fg, row, position, block_counts = _compact(
+            errors, fg, keep, rows, channels, compact or sync
+        )
         del errors, fg, keep
         mine = None
         if sync:
             err, is_fg, row, mine = distributed.gather_pixels(err, is_fg, row)
         err, fg_sorted, counts, order = _sort(err, is_fg, row, n_rows)
         del is_fg, row
-        own = None
-        if ctx.needs_input_grad[0]:  # where the sorted pixels lie in x (this process's only)
-            if mine is not None:
-                own = (order >= mine[0]) & (order < mine[1])
-                order = order[own] - mine[0]
-            position = position.index_select(0, order)
-        del order
 
         inter, union, starts = _prefix_counts(fg_sorted, counts, gts)
         inter = inter.to(dtype)
@@ -351,26 +348,35 @@ class _LovaszExtension(torch.autograd.Function):
 
         if ctx.needs_input_grad[0]:
             grad = torch.where(fg_sorted, -increments_x, increments_x)
-            if rows.sign is not None or own is not None:
-                row = torch.arange(n_rows + 1, device=x.device)
-                row = torch.repeat_interleave(row, counts, output_size=n)
-            if rows.sign is not None:
-                sign = torch.cat([rows.sign, rows.sign.new_ones(1)]).to(grad.dtype)
-                grad *= sign.index_select(0, row)
-            if own is not None:  # this process's pixels, scaled for DDP's gradient averaging
-                row, grad = row[own], grad[own] * distributed.world_size()
-                counts = torch.bincount(row, minlength=n_rows + 1)
-            ctx.save_for_backward(position, grad, counts)
+            # Back to the pixels' compacted order — by row, then by position in x — so that
+            # backward writes x's gradient in one sequential pass rather than a random scatter.
+            grad = torch.empty_like(grad).index_copy_(0, order, grad)
+            if mine is not None:  # this process's pixels, scaled for DDP's gradient averaging
+                grad = grad[mine[0] : mine[1]] * distributed.world_size()
+            ctx.save_for_backward(position, grad, block_counts)
+            ctx.layout = (x.shape[0] if rows.image is None else 1, n_rows)
+            ctx.sign = rows.sign
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_losses):
-        position, values, counts = ctx.saved_tensors
-        weights = torch.cat([grad_losses.to(values.dtype), values.new_zeros(1)])
-        weights = torch.repeat_interleave(weights, counts, output_size=values.numel())
+        position, values, block_counts = ctx.saved_tensors
+        groups, n_rows = ctx.layout
+        weights = grad_losses.to(values.dtype)
+        if ctx.sign is not None:
+            weights = weights * ctx.sign.to(values.dtype)
+        if n_rows == 1:
+            values = values * weights
+        elif block_counts is None:  # every pixel of the [G, R, S] layout, dropped ones at 0
+            values = (values.view(groups, n_rows, -1) * weights.view(1, n_rows, 1)).view(-1)
+        else:  # kept pixels, block after block of the [G, R, S] layout
+            weights = weights.repeat(groups)
+            values = values * torch.repeat_interleave(
+                weights, block_counts, output_size=values.numel()
+            )
         grad = values.new_zeros(ctx.input_shape.numel())
-        grad.index_add_(0, position, values * weights)
+        grad.index_add_(0, position, values)
         return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
 
 
