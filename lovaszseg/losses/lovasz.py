@@ -220,6 +220,29 @@ def _small_int(values: int) -> torch.dtype:
     return torch.int16 if values <= 2**15 else torch.int32
 
 
+_SIGN = -(2**31)
+
+
+def _error_keys(err, is_fg):
+    """int32 keys that sort ascending as (decreasing error, foreground first), float32 errors.
+
+    A non-negative float32 keeps its order when its bits are read as an integer; the 31 bits of
+    ``_LOW31 - bits`` shifted left leave the lowest bit for the background flag, and flipping
+    the sign bit turns that unsigned order into int32's. Carrying the flag in the key spares a
+    gather of the flags in sorted order (ties between a foreground and a background pixel of
+    equal error may go either way: the Lovász extension does not depend on their order).
+    """
+    key = torch.bitwise_left_shift(_LOW31 - err.view(torch.int32), 1)
+    return key.bitwise_or_(~is_fg).bitwise_xor_(_SIGN)
+
+
+def _decode_keys(key):
+    """The errors (float32) and foreground flags that ``_error_keys`` packed."""
+    fg = torch.bitwise_and(key, 1).eq(0)
+    bits = key.bitwise_xor_(_SIGN).bitwise_right_shift_(1).bitwise_and_(_LOW31)
+    return torch.sub(_LOW31, bits, out=bits).view(torch.float32), fg
+
+
 def _sort(err, is_fg, row, rows):
     """One sort of pixels by (row, decreasing error); ``row`` None means a single row.
 
@@ -235,18 +258,18 @@ def _sort(err, is_fg, row, rows):
             row = row.index_select(0, order)
         fg_sorted, err = is_fg.index_select(0, order), err.index_select(0, order)
     elif row is None:
-        # A single row: the error's bits alone make an int32 key, which radix-sorts fastest.
-        key, order = torch.sort(_LOW31 - err.view(torch.int32))
-        fg_sorted, err = is_fg.index_select(0, order), (_LOW31 - key).view(torch.float32)
+        # A single row: the error's bits and the foreground flag make one int32 key, which
+        # radix-sorts fastest.
+        key, order = torch.sort(_error_keys(err, is_fg))
+        err, fg_sorted = _decode_keys(key)
     else:
         # By decreasing error (int32 key), then stably by row (a 1- or 2-byte key): two radix
         # sorts that move less memory than one sort of 64-bit (row, error) keys.
-        key, order = torch.sort(_LOW31 - err.view(torch.int32))
+        key, order = torch.sort(_error_keys(err, is_fg))
         by_row = row.to(_small_int(rows + 1)).index_select(0, order)
         row, regroup = torch.sort(by_row, stable=True)
         order = order.index_select(0, regroup)
-        err = (_LOW31 - key.index_select(0, regroup)).view(torch.float32)
-        fg_sorted = is_fg.index_select(0, order)
+        err, fg_sorted = _decode_keys(key.index_select(0, regroup))
     n = err.numel()
     if row is None:
         counts = torch.zeros(rows + 1, dtype=torch.long, device=err.device)
