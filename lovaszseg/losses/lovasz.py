@@ -53,20 +53,32 @@ class Rows(NamedTuple):
     activation: str = "relu"  # or "elu+1" (hinge only): errors pass through elu(e) + 1
 
 
-def jaccard_increments(
-    fg_sorted: torch.Tensor, union: torch.Tensor, inter: torch.Tensor
-) -> torch.Tensor:
+def jaccard_increments(fg_sorted: torch.Tensor, owned: list, dtype: torch.dtype) -> torch.Tensor:
     """Differences of the prefix Jaccard losses (the paper's ``lovasz_grad``), in closed form.
 
     For a pixel of a row sorted by decreasing error, with ``inter = |F| - (foreground at or
-    before it)`` and ``union = |F| + (background at or before it)`` (exact counts, as floats), the
-    prefix Jaccard loss is ``1 - inter/union``. A foreground pixel lowers ``inter`` by one
-    (increment ``1/union``); a background pixel raises ``union`` by one (increment
-    ``inter / (union (union-1))``), except the first pixel of a row without foreground (``union``
-    is 1), whose increment is 1.
+    before it)`` and ``union = |F| + (background at or before it)`` (exact integer counts, given
+    as ``owned = [inter, union]`` and taken over, see ``_take``), the prefix Jaccard loss is
+    ``1 - inter/union``. A foreground pixel lowers ``inter`` by one (increment ``1/union``); a
+    background pixel raises ``union`` by one (increment ``inter / (union (union-1))``), except the
+    first pixel of a row without foreground (``union`` is 1), whose increment is 1. Computed in
+    ``dtype`` with two temporaries, reusing the buffers.
     """
-    bg_step = torch.where(union > 1, inter / (union * (union - 1)), 1.0)
-    return torch.where(fg_sorted, union.reciprocal(), bg_step)
+    inter, union = _take(owned)
+    union = _to_float(union, dtype)
+    step = torch.sub(union, 1).mul_(union)
+    step = torch.div(_to_float(inter, dtype), step, out=step)
+    del inter
+    step.masked_fill_(union <= 1, 1.0)
+    return torch.where(fg_sorted, union.reciprocal_(), step, out=step)
+
+
+def _to_float(counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``counts.to(dtype)``, converted within its own buffer when the sizes match (int32 to
+    float32: an elementwise copy onto itself is safe); ``counts`` must be a temporary."""
+    if counts.element_size() == torch.finfo(dtype).bits // 8:
+        return counts.view(dtype).copy_(counts)
+    return counts.to(dtype)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -168,8 +180,18 @@ def _dense_errors(xd, targets, rows):
     return errors, fg, gts, threshold
 
 
-def _compact(errors, fg, keep, rows, channels, compact):
+def _take(owned: list) -> list:
+    """The tensors of ``owned``, which is emptied: the callee then holds the only references and
+    frees each big temporary as soon as it is done with it, which lowers the peak memory."""
+    taken = list(owned)
+    owned.clear()
+    return taken
+
+
+def _compact(owned, rows, channels, compact):
     """The kept pixels as flat arrays: errors, foreground, row, and position in ``x`` [B, C, S].
+
+    ``owned`` is ``[errors, fg, keep]``, [G, R, S] each, taken over (see ``_take``).
 
     On CPU they are gathered (``compact``; row is None when there is one row) in the layout of
     ``errors``, and the number kept in each of its G·R blocks of S pixels is returned too; on CUDA
@@ -177,6 +199,7 @@ def _compact(errors, fg, keep, rows, channels, compact):
     sorts last. Rows and positions come from per-row offsets expanded over the rows' sizes,
     without divisions.
     """
+    errors, fg, keep = _take(owned)
     groups, n_rows, size = errors.shape
     device = errors.device
     row_ids = torch.arange(n_rows, device=device)
@@ -198,14 +221,19 @@ def _compact(errors, fg, keep, rows, channels, compact):
         position += offset.view(groups, n_rows, 1)
         row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).to(row_dtype).view(-1)
         return errors.view(-1), fg.view(-1), row, position.view(-1).to(position_dtype), None
+    numel = errors.numel()
     kept = keep.view(-1).nonzero().squeeze(1)
-    block_starts = torch.arange(0, errors.numel() + 1, size, device=device)
+    del keep
+    block_starts = torch.arange(0, numel + 1, size, device=device)
     counts = torch.diff(torch.searchsorted(kept, block_starts))
     n = kept.numel()
     err = errors.view(-1).index_select(0, kept)
+    del errors
     is_fg = fg.view(-1).index_select(0, kept)
-    position = kept.add_(torch.repeat_interleave(offset, counts, output_size=n))
-    position = position.to(position_dtype)
+    del fg
+    position = kept.to(position_dtype)
+    del kept
+    position += torch.repeat_interleave(offset.to(position_dtype), counts, output_size=n)
     row = None
     if n_rows > 1:
         row_ids = row_ids.to(row_dtype).repeat(groups)
@@ -243,12 +271,24 @@ def _decode_keys(key):
     return torch.sub(_LOW31, bits, out=bits).view(torch.float32), fg
 
 
-def _sort(err, is_fg, row, rows):
+def _sort_in_place(key: torch.Tensor, stable: bool = False):
+    """``torch.sort(key)``, with the sorted values written over ``key`` on CPU (one buffer fewer
+    at the peak of the call); ``key`` must be a temporary of the caller's."""
+    if key.device.type != "cpu":
+        return torch.sort(key, stable=stable)
+    order = torch.empty(key.shape, dtype=torch.long)
+    return torch.sort(key, stable=stable, out=(key, order))
+
+
+def _sort(owned, rows):
     """One sort of pixels by (row, decreasing error); ``row`` None means a single row.
 
-    Returns the sorted errors and foreground flags, the number of pixels in each of the ``rows``
-    rows plus the dummy row, and the sort order.
+    ``owned`` is ``[err, is_fg, row]``, flat, taken over (see ``_take``).
+
+    Returns the sorted errors, foreground flags and rows (None for a single row), the number of
+    pixels in each of the ``rows`` rows plus the dummy row, and the sort order.
     """
+    err, is_fg, row = _take(owned)
     if err.dtype == torch.float64:
         # float64 (gradcheck, reference runs): no room for the row in a 64-bit key, so two
         # stable sorts, by decreasing error and then by row.
@@ -260,16 +300,24 @@ def _sort(err, is_fg, row, rows):
     elif row is None:
         # A single row: the error's bits and the foreground flag make one int32 key, which
         # radix-sorts fastest.
-        key, order = torch.sort(_error_keys(err, is_fg))
+        key = _error_keys(err, is_fg)
+        del err, is_fg
+        key, order = _sort_in_place(key)
         err, fg_sorted = _decode_keys(key)
     else:
         # By decreasing error (int32 key), then stably by row (a 1- or 2-byte key): two radix
         # sorts that move less memory than one sort of 64-bit (row, error) keys.
-        key, order = torch.sort(_error_keys(err, is_fg))
+        key = _error_keys(err, is_fg)
+        del err, is_fg
+        key, order = _sort_in_place(key)
         by_row = row.to(_small_int(rows + 1)).index_select(0, order)
-        row, regroup = torch.sort(by_row, stable=True)
+        del row
+        row, regroup = _sort_in_place(by_row, stable=True)
+        del by_row
         order = order.index_select(0, regroup)
-        err, fg_sorted = _decode_keys(key.index_select(0, regroup))
+        key = key.index_select(0, regroup)
+        del regroup
+        err, fg_sorted = _decode_keys(key)
     n = err.numel()
     if row is None:
         counts = torch.zeros(rows + 1, dtype=torch.long, device=err.device)
@@ -277,7 +325,7 @@ def _sort(err, is_fg, row, rows):
     else:
         starts = torch.searchsorted(row, torch.arange(rows + 1, dtype=row.dtype, device=err.device))
         counts = torch.diff(starts, append=starts.new_full((1,), n))
-    return err, fg_sorted, counts, order
+    return err, fg_sorted, row, counts, order
 
 
 def _expand_rows(values, starts, n):
@@ -297,13 +345,31 @@ def _prefix_counts(fg_sorted, counts, gts):
     n = fg_sorted.numel()
     dtype = torch.int32 if n < 2**30 else torch.int64  # union <= |F_r| + n <= 2n
     starts = counts.cumsum(0) - counts
-    fg_seen = fg_sorted.cumsum(0, dtype=dtype)
-    before = torch.cat([fg_seen.new_zeros(1), fg_seen]).index_select(0, starts)
-    row_inter = torch.cat([gts, gts.new_zeros(1)]).to(dtype) + before
-    inter = _expand_rows(row_inter, starts, n).sub_(fg_seen)
+    # seen[i] = foreground among the first i sorted pixels; the buffer then holds i itself.
+    seen = torch.empty(n + 1, dtype=dtype, device=fg_sorted.device)
+    seen[0] = 0
+    torch.cumsum(fg_sorted, 0, dtype=dtype, out=seen[1:])
+    row_inter = torch.cat([gts, gts.new_zeros(1)]).to(dtype) + seen.index_select(0, starts)
+    inter = _expand_rows(row_inter, starts, n).sub_(seen[1:])
     union = _expand_rows((starts - 1).to(dtype), starts, n).neg_()
-    union += torch.arange(n, dtype=dtype, device=fg_sorted.device)
+    union += torch.arange(n, dtype=dtype, device=fg_sorted.device, out=seen[1:])
     return inter, union.add_(inter), starts
+
+
+def _row_sums(values, row, n_rows, chunk=1 << 20):
+    """The sums [R] of ``values`` over each row (``row``: sorted row ids, None for one row).
+
+    Accumulated in float64 so that the loss stays exact over millions of pixels, converting one
+    chunk at a time: a float64 copy of ``values`` would be the largest temporary of the call.
+    """
+    sums = torch.zeros(n_rows + 1, dtype=torch.float64, device=values.device)
+    for start in range(0, values.numel(), chunk):
+        part = values[start : start + chunk].to(torch.float64)
+        if row is None:
+            sums[0] += part.sum()
+        else:
+            sums.index_add_(0, row[start : start + chunk].to(torch.int32), part)
+    return sums[:n_rows]
 
 
 class _LovaszExtension(torch.autograd.Function):
@@ -343,20 +409,20 @@ class _LovaszExtension(torch.autograd.Function):
                 row_max = distributed.all_reduce_max(row_max)
             threshold = torch.where(no_fg, row_max, threshold)
         keep = errors >= threshold.clamp_min(torch.finfo(dtype).tiny).view(1, n_rows, 1)
-        err, is_fg, row, position, block_counts = _compact(
-            errors, fg, keep, rows, channels, compact or sync
-        )
+        owned = [errors, fg, keep]
         del errors, fg, keep
+        err, is_fg, row, position, block_counts = _compact(owned, rows, channels, compact or sync)
         mine = None
         if sync:
             err, is_fg, row, mine = distributed.gather_pixels(err, is_fg, row)
-        err, fg_sorted, counts, order = _sort(err, is_fg, row, n_rows)
-        del is_fg, row
+        owned = [err, is_fg, row]
+        del err, is_fg, row
+        err, fg_sorted, row, counts, order = _sort(owned, n_rows)
 
         inter, union, starts = _prefix_counts(fg_sorted, counts, gts)
-        inter = inter.to(dtype)
-        increments = jaccard_increments(fg_sorted, union.to(dtype), inter)
+        owned = [inter, union]
         del inter, union
+        increments = jaccard_increments(fg_sorted, owned, dtype)
         n = err.numel()
         if not compact:  # the masked pixels, sorted last in the dummy row, take no part
             increments.masked_fill_(torch.arange(n, device=x.device) >= starts[-1], 0)
@@ -364,13 +430,13 @@ class _LovaszExtension(torch.autograd.Function):
         elu = rows.activation == "elu+1"
         increments_x = increments * err.clamp(max=1) if elu else increments
 
-        # Row losses: the sums of error * increment over each row's segment, in float64.
-        totals = (err * increments).cumsum(0, dtype=torch.float64)
-        totals = torch.cat([totals.new_zeros(1), totals])
-        losses = totals[(starts + counts)[:n_rows]] - totals[starts[:n_rows]]
+        losses = _row_sums(err.mul_(increments), row, n_rows)
+        del err, row
 
         if ctx.needs_input_grad[0]:
-            grad = torch.where(fg_sorted, -increments_x, increments_x)
+            # Foreground pixels lower their row's loss as their error grows: negate in place.
+            grad = increments_x.mul_(fg_sorted.to(torch.int8).mul_(-2).add_(1))
+            del increments, increments_x
             # Back to the pixels' compacted order — by row, then by position in x — so that
             # backward writes x's gradient in one sequential pass rather than a random scatter.
             grad = torch.empty_like(grad).index_copy_(0, order, grad)
