@@ -310,6 +310,8 @@ def _sort(owned, rows):
         key = _error_keys(err, is_fg)
         del err, is_fg
         key, order = _sort_in_place(key)
+        if order.numel() < 2**31:  # the largest buffer kept across the row sort: halve it
+            order = order.to(torch.int32)
         by_row = row.to(_small_int(rows + 1)).index_select(0, order)
         del row
         row, regroup = _sort_in_place(by_row, stable=True)
@@ -439,7 +441,7 @@ class _LovaszExtension(torch.autograd.Function):
             del increments, increments_x
             # Back to the pixels' compacted order — by row, then by position in x — so that
             # backward writes x's gradient in one sequential pass rather than a random scatter.
-            grad = torch.empty_like(grad).index_copy_(0, order, grad)
+            grad = torch.empty_like(grad).index_copy_(0, order.long(), grad)
             if mine is not None:  # this process's pixels, scaled for DDP's gradient averaging
                 grad = grad[mine[0] : mine[1]] * distributed.world_size()
             ctx.save_for_backward(position, grad, block_counts)
