@@ -282,8 +282,7 @@ def lovasz_softmax(
     void = num_classes
     column = labels.long() if valid is None else torch.where(valid, labels.long(), void)
     offsets = torch.arange(batch, device=device).unsqueeze(1) * (num_classes + 1)
-    counts = torch.zeros(batch * (num_classes + 1), dtype=torch.long, device=device)
-    counts.index_add_(0, (column + offsets).view(-1), torch.ones_like(column).view(-1))
+    counts = torch.bincount((column + offsets).view(-1), minlength=batch * (num_classes + 1))
     counts = counts.view(batch, num_classes + 1)
     if valid is not None and device.type == "cpu" and not bool(counts[:, void].any()):
         valid = None  # no void pixel after all: skip the masking passes
