@@ -135,10 +135,13 @@ def _zero(x):
     return (x.reshape(-1)[:1] * 0.0).sum().to(compute_dtype(x))
 
 
-def _class_rows_loss(x, y, weights, weights_c, class_ids, per_image, make_rows, sync, reduction):
+def _class_rows_loss(
+    x, y, weights, weights_c, class_ids, per_image, make_rows, sync, reduction, softmax=False
+):
     """Rows of nonzero weight → one kernel call → weighted mean per image → the reduction.
 
     ``weights`` [G, K] says which (image or batch, class) rows count; ``weights_c`` scales them.
+    ``softmax``: ``x`` are logits, turned into probabilities inside the kernel.
     """
     batch = x.shape[0]
     weights = weights.double() if weights_c is None else weights * weights_c[class_ids]
@@ -146,7 +149,8 @@ def _class_rows_loss(x, y, weights, weights_c, class_ids, per_image, make_rows, 
     if group.numel() == 0:
         zero = _zero(x)
         return zero.expand(batch) if reduction == "none" and per_image else zero
-    losses = lovasz_rows(x, y, make_rows(group if per_image else None, cls), sync=sync)
+    rows = make_rows(group if per_image else None, cls)
+    losses = lovasz_rows(x, y, rows, sync=sync, softmax=softmax)
     values, _ = _group_means(losses, weights, group, batch if per_image else 1)
     return _reduce(values, reduction)
 
@@ -262,16 +266,25 @@ def lovasz_softmax(
     Returns:
         a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
     """
+    return _softmax_loss(
+        probas, labels, classes, per_image, ignore_index, class_weights, reduction, sync, False
+    )
+
+
+def _softmax_loss(
+    scores, labels, classes, per_image, ignore_index, class_weights, reduction, sync, from_logits
+):
+    """``lovasz_softmax`` on probabilities, or on logits (``from_logits``) with the softmax
+    done inside the kernel, whose backward is then far cheaper than autograd's softmax's."""
     name = "lovasz_softmax"
     _check_options(name, reduction, sync)
-    if probas.dim() < 2 or probas.numel() == 0:
-        raise ValueError(
-            f"{name}: expected probabilities [B, C, *], got shape {tuple(probas.shape)}"
-        )
-    batch, num_classes = probas.shape[:2]
-    device = probas.device
-    labels = _flatten_labels(labels, (batch, *probas.shape[2:]), name)
-    p = probas.reshape(batch, num_classes, -1)
+    if scores.dim() < 2 or scores.numel() == 0:
+        what = "logits" if from_logits else "probabilities"
+        raise ValueError(f"{name}: expected {what} [B, C, *], got shape {tuple(scores.shape)}")
+    batch, num_classes = scores.shape[:2]
+    device = scores.device
+    labels = _flatten_labels(labels, (batch, *scores.shape[2:]), name)
+    p = scores.reshape(batch, num_classes, -1)
     valid = None if ignore_index is None else labels != ignore_index
     _check_label_values(labels, valid, num_classes, ignore_index, name)
     class_ids, present_only = _class_selection(classes, num_classes, device, name)
@@ -301,7 +314,16 @@ def lovasz_softmax(
         return Rows(image, cls, cls, None if valid is None else void, num_classes + 1)
 
     return _class_rows_loss(
-        p, column.to(small), weights, weights_c, class_ids, per_image, rows, global_sync, reduction
+        p,
+        column.to(small),
+        weights,
+        weights_c,
+        class_ids,
+        per_image,
+        rows,
+        global_sync,
+        reduction,
+        softmax=from_logits,
     )
 
 

@@ -188,8 +188,9 @@ def _take(owned: list) -> list:
     return taken
 
 
-def _compact(owned, rows, channels, compact):
-    """The kept pixels as flat arrays: errors, foreground, row, and position in ``x`` [B, C, S].
+def _compact(owned, rows, channels, compact, in_x=True):
+    """The kept pixels as flat arrays: errors, foreground, row, and position in ``x`` [B, C, S]
+    (or, ``in_x`` False, in the [G, R, S] layout of the errors).
 
     ``owned`` is ``[errors, fg, keep]``, [G, R, S] each, taken over (see ``_take``).
 
@@ -218,7 +219,8 @@ def _compact(owned, rows, channels, compact):
     row_dtype = _small_int(n_rows + 1)
     if not compact:
         position = torch.arange(errors.numel(), device=device).view(groups, n_rows, size)
-        position += offset.view(groups, n_rows, 1)
+        if in_x:
+            position += offset.view(groups, n_rows, 1)
         row = torch.where(keep, row_ids.view(1, n_rows, 1), n_rows).to(row_dtype).view(-1)
         return errors.view(-1), fg.view(-1), row, position.view(-1).to(position_dtype), None
     numel = errors.numel()
@@ -233,7 +235,8 @@ def _compact(owned, rows, channels, compact):
     del fg
     position = kept.to(position_dtype)
     del kept
-    position += torch.repeat_interleave(offset.to(position_dtype), counts, output_size=n)
+    if in_x:
+        position += torch.repeat_interleave(offset.to(position_dtype), counts, output_size=n)
     row = None
     if n_rows > 1:
         row_ids = row_ids.to(row_dtype).repeat(groups)
@@ -383,10 +386,13 @@ class _LovaszExtension(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, rows: Rows, compact: bool, sync: bool):
+    def forward(ctx, x, y, rows: Rows, compact: bool, sync: bool, softmax: bool):
         channels = x.shape[1]
         dtype = compute_dtype(x)
         xd = x.to(dtype).contiguous()
+        probas = None
+        if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
+            xd = probas = torch.softmax(xd, dim=1)
         if y.dim() == 3:
             errors, fg, gts, threshold = _dense_errors(xd, y, rows)
         else:
@@ -413,7 +419,9 @@ class _LovaszExtension(torch.autograd.Function):
         keep = errors >= threshold.clamp_min(torch.finfo(dtype).tiny).view(1, n_rows, 1)
         owned = [errors, fg, keep]
         del errors, fg, keep
-        err, is_fg, row, position, block_counts = _compact(owned, rows, channels, compact or sync)
+        err, is_fg, row, position, block_counts = _compact(
+            owned, rows, channels, compact or sync, in_x=not softmax
+        )
         mine = None
         if sync:
             err, is_fg, row, mine = distributed.gather_pixels(err, is_fg, row)
@@ -444,19 +452,20 @@ class _LovaszExtension(torch.autograd.Function):
             grad = torch.empty_like(grad).index_copy_(0, order.long(), grad)
             if mine is not None:  # this process's pixels, scaled for DDP's gradient averaging
                 grad = grad[mine[0] : mine[1]] * distributed.world_size()
-            ctx.save_for_backward(position, grad, block_counts)
+            ctx.save_for_backward(position, grad, block_counts, probas)
             ctx.layout = (x.shape[0] if rows.image is None else 1, n_rows)
-            ctx.sign = rows.sign
+            ctx.rows = rows
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_losses):
-        position, values, block_counts = ctx.saved_tensors
+        position, values, block_counts, probas = ctx.saved_tensors
         groups, n_rows = ctx.layout
+        rows = ctx.rows
         weights = grad_losses.to(values.dtype)
-        if ctx.sign is not None:
-            weights = weights * ctx.sign.to(values.dtype)
+        if rows.sign is not None:
+            weights = weights * rows.sign.to(values.dtype)
         if n_rows == 1:
             values = values * weights
         elif block_counts is None:  # every pixel of the [G, R, S] layout, dropped ones at 0
@@ -466,15 +475,60 @@ class _LovaszExtension(torch.autograd.Function):
             values = values * torch.repeat_interleave(
                 weights, block_counts, output_size=values.numel()
             )
-        grad = values.new_zeros(ctx.input_shape.numel())
-        grad.index_add_(0, position, values)
-        return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None
+        if probas is not None:
+            grad = _softmax_backward(probas, position, values, rows, groups)
+        else:
+            grad = values.new_zeros(ctx.input_shape.numel())
+            grad.index_add_(0, position, values)
+        return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None, None
 
 
-def lovasz_rows(x: torch.Tensor, y: torch.Tensor, rows: Rows, sync: bool = False) -> torch.Tensor:
+def _rows_of_probas(probas, rows):
+    """The rows' channels of ``probas``: a view when the rows are every channel in order (all
+    classes present, the common batch-level case, checked on CPU only), else a gathered copy."""
+    batch, channels, _ = probas.shape
+    if probas.device.type == "cpu" and rows.channel.numel() == (
+        channels if rows.image is None else batch * channels
+    ):
+        planes = rows.channel if rows.image is None else rows.image * channels + rows.channel
+        if torch.equal(planes, torch.arange(planes.numel(), device=planes.device)):
+            return probas
+    return _gather_rows(probas, rows)
+
+
+def _softmax_backward(probas, position, values, rows, groups):
+    """The logits' gradient from the rows' sparse gradient on the probabilities.
+
+    With ``g`` the gradient on the probabilities ``p`` (nonzero only on the rows' channels), the
+    softmax gives ``p * (g - sum_c g_c p_c)``. ``g * p`` is formed on the rows' [G, R, S] planes
+    only (``position`` indexes them), so the one pass over all B·C·S values is ``-p * dot``:
+    no dense ``g``, and no generic softmax backward reading it.
+    """
+    batch, channels, size = probas.shape
+    n_rows = rows.channel.numel()
+    gp = values.new_zeros(groups * n_rows * size).index_add_(0, position, values)
+    gp = gp.view(groups, n_rows, size)
+    gp *= _rows_of_probas(probas, rows).view(groups, n_rows, size)
+    if rows.image is None:  # batch-level rows: group g is image g
+        dot = gp.sum(1)
+    else:
+        dot = gp.new_zeros(batch, size).index_add_(0, rows.image, gp.view(n_rows, size))
+    grad = torch.mul(probas, dot.neg_().unsqueeze(1))
+    if rows.image is None:
+        grad.index_add_(1, rows.channel, gp)
+    else:
+        planes = rows.image * channels + rows.channel
+        grad.view(batch * channels, size).index_add_(0, planes, gp.view(n_rows, size))
+    return grad
+
+
+def lovasz_rows(
+    x: torch.Tensor, y: torch.Tensor, rows: Rows, sync: bool = False, softmax: bool = False
+) -> torch.Tensor:
     """Per-row Lovász losses [R] of ``x`` [B, C, S] against labels [B, S] or targets [B, C, S].
 
     Dropped pixels are compacted away on CPU and masked (no host sync) on GPU. With ``sync``, the
-    rows are batch-level and span every process of the default ``torch.distributed`` group.
+    rows are batch-level and span every process of the default ``torch.distributed`` group. With
+    ``softmax``, ``x`` are logits whose softmax over C the rows read.
     """
-    return _LovaszExtension.apply(x, y, rows, x.device.type == "cpu", sync)
+    return _LovaszExtension.apply(x, y, rows, x.device.type == "cpu", sync, softmax)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .functional import lovasz_hinge, lovasz_multilabel, lovasz_softmax
+from .functional import _softmax_loss, lovasz_hinge, lovasz_multilabel
 from .lovasz import compute_dtype
 
 
@@ -92,9 +92,18 @@ class LovaszSoftmaxLoss(_ClassAveragedLoss):
             raise ValueError(
                 f"LovaszSoftmaxLoss: expected logits [B, C, *], got shape {tuple(logits.shape)}"
             )
-        probas = logits.to(compute_dtype(logits)).softmax(dim=1)
-        return lovasz_softmax(
-            probas, labels, self.classes, self.per_image, self.ignore_index, **self._options()
+        # The softmax runs inside the kernel, which chains its backward through the rows' sparse
+        # gradient instead of a dense one (same values as lovasz_softmax(logits.softmax(1), ...)).
+        return _softmax_loss(
+            logits,
+            labels,
+            self.classes,
+            self.per_image,
+            self.ignore_index,
+            self.class_weights,
+            self.reduction,
+            self.sync,
+            from_logits=True,
         )
 
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from lovaszseg.losses import functional, lovasz_hinge, lovasz_softmax
+from lovaszseg.losses import LovaszSoftmaxLoss, functional, lovasz_hinge, lovasz_softmax
 from lovaszseg.losses import lovasz as kernel
 
 from . import brute_force
@@ -149,9 +149,15 @@ def test_masked_path_equals_compacted_path(per_image, monkeypatch):
     binary = labels.clamp(max=1).masked_fill(labels == IGNORE, IGNORE)
     logits = torch.randn(3, 6, 7, generator=g)
 
+    def on_logits(x, y, **options):  # the softmax inside the kernel, its own backward
+        return LovaszSoftmaxLoss(**options)(x, y)
+
+    cases = [(lovasz_softmax, probas, labels), (lovasz_hinge, logits, binary)]
+    cases.append((on_logits, probas.log(), labels))
+
     def run():
         out = []
-        for fn, x, y in [(lovasz_softmax, probas, labels), (lovasz_hinge, logits, binary)]:
+        for fn, x, y in cases:
             x = x.clone().requires_grad_(True)
             loss = fn(x, y, per_image=per_image, ignore_index=IGNORE)
             loss.backward()
@@ -162,8 +168,42 @@ def test_masked_path_equals_compacted_path(per_image, monkeypatch):
     monkeypatch.setattr(
         functional,
         "lovasz_rows",
-        lambda x, y, rows, sync=False: kernel._LovaszExtension.apply(x, y, rows, False, sync),
+        lambda x, y, rows, sync=False, softmax=False: kernel._LovaszExtension.apply(
+            x, y, rows, False, sync, softmax
+        ),
     )
     masked = run()
     for a, b in zip(compact, masked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("per_image", "classes", "class_weights"),
+    [
+        (False, "present", None),
+        (True, "present", None),
+        (False, "all", [0.5, 1, 2, 1]),
+        (True, [0, 2], None),
+    ],
+)
+def test_softmax_inside_the_kernel_matches_the_functional_on_probabilities(
+    per_image, classes, class_weights
+):
+    """LovaszSoftmaxLoss chains the softmax's backward itself: same loss and gradient as autograd
+    through ``softmax`` + ``lovasz_softmax``, on a volume with void voxels."""
+    g = torch.Generator().manual_seed(7)
+    labels = _labels((2, 5, 3, 4), 4, g, 0.2)
+    logits = torch.randn(2, 4, 5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    options = dict(classes=classes, per_image=per_image, ignore_index=IGNORE)
+    module = LovaszSoftmaxLoss(class_weights=class_weights, **options)
+
+    loss = module(logits, labels)
+    (grad,) = torch.autograd.grad(loss, logits)
+    expected = lovasz_softmax(logits.softmax(1), labels, class_weights=class_weights, **options)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-14, abs=1e-15)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda x: module(x, labels), (logits.detach().requires_grad_(),)
+    )
