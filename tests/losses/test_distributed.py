@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lovaszseg.losses import lovasz_hinge, lovasz_multilabel, lovasz_softmax
+from lovaszseg.losses import LovaszSoftmaxLoss, lovasz_hinge, lovasz_multilabel, lovasz_softmax
 
 WORLD = 2
 IGNORE = 255
@@ -38,6 +38,8 @@ def _losses(logits, labels, binary, targets, sync):
             sync=sync,
             class_weights=[1.0, 2.0, 1.0, 0.5, 1.0],
         ),
+        # The module runs the softmax inside the kernel, with its own backward.
+        "softmax_module": lambda x: LovaszSoftmaxLoss(ignore_index=IGNORE, sync=sync)(x, labels),
         "hinge": lambda x: lovasz_hinge(x[:, 0], binary, False, IGNORE, sync=sync),
         "hinge_skip": lambda x: lovasz_hinge(
             x[:, 0], binary, False, IGNORE, sync=sync, empty="skip", symmetric=True
