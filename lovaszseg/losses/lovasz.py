@@ -14,7 +14,9 @@ every row of a call at once:
 * pixels that cannot contribute are dropped before the sort: zero errors, and background pixels
   whose error is below every foreground error of their row (all foreground is already ranked above
   them, so their Jaccard increment is 0). This is exact, and usually removes most of the work;
-* a custom autograd function keeps only the kept pixels' positions and gradients for backward.
+* a custom autograd function keeps only the kept pixels' positions and gradients for backward,
+  in position order so that backward writes sequentially; given logits, it also runs the softmax
+  and chains its backward through the rows' sparse gradient (no dense probability gradient).
 
 On CUDA the dropping and the row selection are done by masking instead of compaction, so a call
 makes no host synchronisation beyond the label check. The public losses are in ``functional``.
