@@ -88,10 +88,6 @@ class LovaszSoftmaxLoss(_ClassAveragedLoss):
         super().__init__(classes, per_image, ignore_index, class_weights, reduction, sync)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if logits.dim() < 2:
-            raise ValueError(
-                f"LovaszSoftmaxLoss: expected logits [B, C, *], got shape {tuple(logits.shape)}"
-            )
         # The softmax runs inside the kernel, which chains its backward through the rows' sparse
         # gradient instead of a dense one (same values as lovasz_softmax(logits.softmax(1), ...)).
         return _softmax_loss(
