@@ -49,18 +49,26 @@ def hinge(logits, labels, per_image=True, ignore_index=None):
     return torch.stack(losses).mean()
 
 
-def softmax(probas, labels, classes="present", per_image=False, ignore_index=None):
-    """probas [B, C, *], labels [B, *]."""
+def _softmax_groups(probas, labels, per_image, ignore_index):
+    """(probabilities [C, N], labels [N]) of each image, or of the whole batch, void removed."""
     batch, num_classes = probas.shape[:2]
     probas, labels = probas.reshape(batch, num_classes, -1), labels.reshape(batch, -1)
     if per_image:
         groups = [(probas[b], labels[b]) for b in range(batch)]
     else:
         groups = [(probas.permute(1, 0, 2).reshape(num_classes, -1), labels.reshape(-1))]
-    losses = []
+    kept = []
     for p, y in groups:
         keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
-        p, y = p[:, keep], y[keep]
+        kept.append((p[:, keep], y[keep]))
+    return kept
+
+
+def softmax(probas, labels, classes="present", per_image=False, ignore_index=None):
+    """probas [B, C, *], labels [B, *]."""
+    num_classes = probas.shape[1]
+    losses = []
+    for p, y in _softmax_groups(probas, labels, per_image, ignore_index):
         if y.numel() == 0:
             losses.append(probas.new_zeros(()))
             continue
@@ -170,16 +178,9 @@ def multilabel(
 
 def softmax_weighted(probas, labels, class_weights, per_image=False, ignore_index=None):
     """Lovász-softmax over present classes with a weighted class mean."""
-    batch, num_classes = probas.shape[:2]
-    probas, labels = probas.reshape(batch, num_classes, -1), labels.reshape(batch, -1)
-    if per_image:
-        groups = [(probas[b], labels[b]) for b in range(batch)]
-    else:
-        groups = [(probas.permute(1, 0, 2).reshape(num_classes, -1), labels.reshape(-1))]
+    num_classes = probas.shape[1]
     values = []
-    for p, y in groups:
-        keep = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
-        p, y = p[:, keep], y[keep]
+    for p, y in _softmax_groups(probas, labels, per_image, ignore_index):
         present = [c for c in range(num_classes) if (y == c).any()]
         num = sum(
             class_weights[c] * lovasz_extension(((y == c).to(p.dtype) - p[c]).abs(), y == c)
