@@ -10,11 +10,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     NO_ALBUMENTATIONS_UPDATE=1 \
-    WANDB_MODE=offline
+    WANDB_MODE=offline \
+    LOVASZSEG_CACHE_DIR=/opt/lovaszseg
 
-# libgl1 / libglib2.0-0: OpenCV (albumentations) needs them even headless.
+# libgl1 / libglib2.0-0: OpenCV (albumentations) needs them even headless; gcc builds the
+# losses' fused CPU kernel (lovaszseg/losses/_native.c), once, below.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-pip python3-venv libgl1 libglib2.0-0 \
+    && apt-get install -y --no-install-recommends python3 python3-pip python3-venv libgl1 libglib2.0-0 gcc \
     && rm -rf /var/lib/apt/lists/*
 
 # Installed from /src, run from /app: a source tree in the working directory would shadow the
@@ -25,7 +27,9 @@ COPY lovaszseg ./lovaszseg
 COPY conf ./conf
 RUN python3 -m pip install ".[slurm]"
 WORKDIR /app
-RUN python3 -c "import lovaszseg.train, lovaszseg.eval, lovaszseg.conf"
+RUN python3 -c "import lovaszseg.train, lovaszseg.eval, lovaszseg.conf" \
+    && python3 -c "from lovaszseg.losses import native; assert native.library() is not None" \
+    && chmod -R a+rX /opt/lovaszseg
 
 # Runs write outputs/ and read data/ relative to /app; mount both.
 VOLUME ["/app/data", "/app/outputs"]

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import distributed
+from . import distributed, native
 
 _LOW31 = 0x7FFFFFFF
 
@@ -395,6 +395,15 @@ class _LovaszExtension(torch.autograd.Function):
         probas = None
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
             xd = probas = torch.softmax(xd, dim=1)
+        if compact and not sync and native.usable(xd, rows):
+            result = native.lovasz_rows(xd, y, rows, in_x=not softmax)
+            if result is not None:  # position, grad: each row's kept pixels in turn
+                losses, position, grad, kept = result
+                ctx.save_for_backward(position, grad, kept, probas)
+                ctx.layout = (x.shape[0] if rows.image is None else 1, rows.channel.numel())
+                ctx.rows, ctx.block_repeat = rows, 1
+                ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
+                return losses.to(dtype)
         if y.dim() == 3:
             errors, fg, gts, threshold = _dense_errors(xd, y, rows)
         else:
@@ -456,7 +465,7 @@ class _LovaszExtension(torch.autograd.Function):
                 grad = grad[mine[0] : mine[1]] * distributed.world_size()
             ctx.save_for_backward(position, grad, block_counts, probas)
             ctx.layout = (x.shape[0] if rows.image is None else 1, n_rows)
-            ctx.rows = rows
+            ctx.rows, ctx.block_repeat = rows, ctx.layout[0]
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
@@ -472,8 +481,8 @@ class _LovaszExtension(torch.autograd.Function):
             values = values * weights
         elif block_counts is None:  # every pixel of the [G, R, S] layout, dropped ones at 0
             values = (values.view(groups, n_rows, -1) * weights.view(1, n_rows, 1)).view(-1)
-        else:  # kept pixels, block after block of the [G, R, S] layout
-            weights = weights.repeat(groups)
+        else:  # kept pixels, block after block (of the [G, R, S] layout, or row after row)
+            weights = weights.repeat(ctx.block_repeat)
             values = values * torch.repeat_interleave(
                 weights, block_counts, output_size=values.numel()
             )

@@ -1,0 +1,209 @@
+"""The fused CPU kernel (``_native.c``): built on first use, optional, and checked against PyTorch.
+
+The C source ships with the package and is compiled once per machine with the system's C
+compiler into a cache directory (``$LOVASZSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/lovaszseg``,
+else ``~/.cache/lovaszseg``), then loaded with ``ctypes`` — no build step at install time, no
+PyTorch headers, about a second. OpenMP comes from the ``libgomp.so.1`` that PyTorch has already
+loaded, so both share one thread pool. Without a compiler, or with ``LOVASZSEG_NATIVE=0``, the
+losses run the pure-PyTorch path (same results; the tests run both).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("_native.c")
+_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp"]
+
+_library = None
+_tried = False
+enabled = os.environ.get("LOVASZSEG_NATIVE", "1") != "0"
+
+
+class _Spec(ctypes.Structure):
+    """Mirrors ``Spec`` in ``_native.c``."""
+
+    _fields_ = [
+        ("x", ctypes.c_void_p),
+        ("labels", ctypes.c_void_p),
+        ("label_bytes", ctypes.c_int64),
+        ("dense", ctypes.c_int64),
+        ("B", ctypes.c_int64),
+        ("C", ctypes.c_int64),
+        ("S", ctypes.c_int64),
+        ("R", ctypes.c_int64),
+        ("image", ctypes.c_void_p),
+        ("channel", ctypes.c_void_p),
+        ("target", ctypes.c_void_p),
+        ("sign", ctypes.c_void_p),
+        ("offset", ctypes.c_double),
+        ("void_label", ctypes.c_int64),
+        ("in_x", ctypes.c_int64),
+    ]
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("LOVASZSEG_CACHE_DIR"):
+        return Path(os.environ["LOVASZSEG_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lovaszseg"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name.split()[0]):
+            return name
+    return None
+
+
+def _build() -> Path:
+    """Compiles the source into the cache (atomically: a temporary file renamed into place)."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    source = _SOURCE.read_bytes()
+    tag = hashlib.sha256(source + " ".join([compiler, *_FLAGS]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"lovasz-{tag}-{platform.machine()}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        command = [*compiler.split(), *_FLAGS, str(_SOURCE), "-o", partial]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+def library():
+    """The loaded kernel, or None (disabled, or the build failed: warned once)."""
+    global _library, _tried
+    if not enabled:
+        return None
+    if not _tried:
+        _tried = True
+        try:
+            lib = ctypes.CDLL(str(_build()))
+            pointer, spec = ctypes.c_void_p, ctypes.POINTER(_Spec)
+            lib.lovasz_count.argtypes = [spec, pointer, pointer, pointer, ctypes.c_int]
+            lib.lovasz_count.restype = None
+            lib.lovasz_rows.argtypes = [spec, *[pointer] * 5, ctypes.c_int64, *[pointer] * 2]
+            lib.lovasz_rows.argtypes += [ctypes.c_int]
+            lib.lovasz_rows.restype = ctypes.c_int
+            _library = lib
+        except (OSError, RuntimeError) as error:
+            warnings.warn(
+                f"lovaszseg: the fused CPU kernel is unavailable, using the PyTorch path ({error})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _library
+
+
+def _pointer(tensor: torch.Tensor | None):
+    return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())
+
+
+def lovasz_rows(x, labels, rows, in_x: bool):
+    """Row losses (float64 [R]) of float32 ``x`` [B, C, S] and the kept pixels' gradients.
+
+    ``labels`` are [B, S] (or [B, 1, S]) labels when ``rows.target`` is set, else [B, C, S] 0/1
+    targets. Returns ``(losses, position, grad, kept)``: the kept pixels' positions (in ``x``, or
+    in the rows' [G, R, S] layout when not ``in_x``) and gradients of their row's loss with
+    respect to their error, row after row, each row's in position order; ``kept`` [R] counts
+    them. None when the kernel is unavailable.
+    """
+    lib = library()
+    if lib is None:
+        return None
+    batch, channels, size = x.shape
+    dense = rows.target is None
+    labels = labels.reshape(batch, channels if dense else 1, size)
+    if labels.dtype not in (torch.uint8, torch.int32):
+        labels = labels.to(torch.int32)
+    labels = labels.contiguous()
+    keep = [x, labels]  # referenced until the calls return
+    n_rows = rows.channel.numel()
+
+    def longs(t):
+        t = t.to(torch.int64).contiguous()
+        keep.append(t)
+        return t
+
+    spec = _Spec(
+        x.data_ptr(),
+        labels.data_ptr(),
+        labels.element_size(),
+        int(dense),
+        batch,
+        channels,
+        size,
+        n_rows,
+        None if rows.image is None else longs(rows.image).data_ptr(),
+        longs(rows.channel).data_ptr(),
+        None if dense else longs(rows.target).data_ptr(),
+        None if rows.sign is None else _keep_float(rows.sign, keep).data_ptr(),
+        float(rows.offset),
+        -1 if rows.void is None else int(rows.void),
+        int(in_x),
+    )
+    threads = torch.get_num_threads()
+    gts = torch.empty(n_rows, dtype=torch.int64)
+    threshold = torch.empty(n_rows, dtype=torch.float32)
+    kept = torch.empty(n_rows, dtype=torch.int64)
+    lib.lovasz_count(ctypes.byref(spec), _pointer(gts), _pointer(threshold), _pointer(kept), threads)
+    offsets = kept.cumsum(0) - kept
+    total = int(kept.sum())
+    extent = x.numel() if in_x else (1 if rows.image is not None else batch) * n_rows * size
+    position = torch.empty(total, dtype=torch.int32 if extent < 2**31 else torch.int64)
+    grad = torch.empty(total, dtype=torch.float32)
+    losses = torch.empty(n_rows, dtype=torch.float64)
+    failed = lib.lovasz_rows(
+        ctypes.byref(spec),
+        _pointer(gts),
+        _pointer(threshold),
+        _pointer(kept),
+        _pointer(offsets),
+        _pointer(position),
+        position.element_size(),
+        _pointer(grad),
+        _pointer(losses),
+        threads,
+    )
+    if failed:
+        raise MemoryError("lovaszseg: out of memory for the sort buffers of the CPU kernel")
+    return losses, position, grad, kept
+
+
+def _keep_float(t, keep):
+    t = t.to(torch.float32).contiguous()
+    keep.append(t)
+    return t
+
+
+def usable(x: torch.Tensor, rows) -> bool:
+    """Whether the kernel covers this call: float32 on CPU, the relu hinge or |y - p| errors."""
+    return (
+        enabled
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and rows.activation == "relu"
+        and x.numel() < 2**31
+    )
