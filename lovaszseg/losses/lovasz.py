@@ -396,12 +396,12 @@ class _LovaszExtension(torch.autograd.Function):
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
             xd = probas = torch.softmax(xd, dim=1)
         if compact and not sync and native.usable(xd, rows):
-            result = native.lovasz_rows(xd, y, rows, in_x=not softmax)
+            result = native.lovasz_rows(xd, y, rows, in_x=True)
             if result is not None:  # position, grad: each row's kept pixels in turn
                 losses, position, grad, kept = result
                 ctx.save_for_backward(position, grad, kept, probas)
                 ctx.layout = (x.shape[0] if rows.image is None else 1, rows.channel.numel())
-                ctx.rows, ctx.block_repeat = rows, 1
+                ctx.rows, ctx.block_repeat, ctx.native = rows, 1, True
                 ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
                 return losses.to(dtype)
         if y.dim() == 3:
@@ -465,7 +465,7 @@ class _LovaszExtension(torch.autograd.Function):
                 grad = grad[mine[0] : mine[1]] * distributed.world_size()
             ctx.save_for_backward(position, grad, block_counts, probas)
             ctx.layout = (x.shape[0] if rows.image is None else 1, n_rows)
-            ctx.rows, ctx.block_repeat = rows, ctx.layout[0]
+            ctx.rows, ctx.block_repeat, ctx.native = rows, ctx.layout[0], False
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
@@ -477,6 +477,9 @@ class _LovaszExtension(torch.autograd.Function):
         weights = grad_losses.to(values.dtype)
         if rows.sign is not None:
             weights = weights * rows.sign.to(values.dtype)
+        if ctx.native and probas is not None:
+            grad = native.softmax_backward(probas, rows, block_counts, position, values, weights)
+            return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None, None
         if n_rows == 1:
             values = values * weights
         elif block_counts is None:  # every pixel of the [G, R, S] layout, dropped ones at 0

@@ -102,10 +102,14 @@ def library():
         try:
             lib = ctypes.CDLL(str(_build()))
             pointer, spec = ctypes.c_void_p, ctypes.POINTER(_Spec)
-            lib.lovasz_count.argtypes = [spec, pointer, pointer, pointer, ctypes.c_int]
-            lib.lovasz_count.restype = None
-            lib.lovasz_rows.argtypes = [spec, *[pointer] * 5, ctypes.c_int64, *[pointer] * 2]
+            size = ctypes.c_int64
+            lib.lovasz_count.argtypes = [spec, size, pointer, pointer, pointer, ctypes.c_int]
+            lib.lovasz_count.restype = ctypes.c_int
+            lib.lovasz_rows.argtypes = [spec, size, *[pointer] * 5, size, *[pointer] * 2]
             lib.lovasz_rows.argtypes += [ctypes.c_int]
+            lib.lovasz_softmax_backward.argtypes = [pointer, *[size] * 4, *[pointer] * 4, size]
+            lib.lovasz_softmax_backward.argtypes += [*[pointer] * 3, ctypes.c_int]
+            lib.lovasz_softmax_backward.restype = ctypes.c_int
             lib.lovasz_rows.restype = ctypes.c_int
             _library = lib
         except (OSError, RuntimeError) as error:
@@ -165,21 +169,23 @@ def lovasz_rows(x, labels, rows, in_x: bool):
         int(in_x),
     )
     threads = torch.get_num_threads()
+    parts = 1 if n_rows >= threads else min(-(-threads // n_rows), 64)  # keep every thread busy
     gts = torch.empty(n_rows, dtype=torch.int64)
     threshold = torch.empty(n_rows, dtype=torch.float32)
-    kept = torch.empty(n_rows, dtype=torch.int64)
-    lib.lovasz_count(ctypes.byref(spec), _pointer(gts), _pointer(threshold), _pointer(kept), threads)
+    kept = torch.empty(n_rows * parts, dtype=torch.int64)
+    pointers = [_pointer(t) for t in (gts, threshold, kept)]
+    if lib.lovasz_count(ctypes.byref(spec), parts, *pointers, threads):
+        raise MemoryError("lovaszseg: out of memory in the CPU kernel")
     offsets = kept.cumsum(0) - kept
-    total = int(kept.sum())
+    total = int(offsets[-1] + kept[-1])
     extent = x.numel() if in_x else (1 if rows.image is not None else batch) * n_rows * size
     position = torch.empty(total, dtype=torch.int32 if extent < 2**31 else torch.int64)
     grad = torch.empty(total, dtype=torch.float32)
     losses = torch.empty(n_rows, dtype=torch.float64)
     failed = lib.lovasz_rows(
         ctypes.byref(spec),
-        _pointer(gts),
-        _pointer(threshold),
-        _pointer(kept),
+        parts,
+        *pointers,
         _pointer(offsets),
         _pointer(position),
         position.element_size(),
@@ -189,6 +195,7 @@ def lovasz_rows(x, labels, rows, in_x: bool):
     )
     if failed:
         raise MemoryError("lovaszseg: out of memory for the sort buffers of the CPU kernel")
+    kept = kept.view(n_rows, parts).sum(1) if parts > 1 else kept
     return losses, position, grad, kept
 
 
@@ -207,3 +214,39 @@ def usable(x: torch.Tensor, rows) -> bool:
         and rows.activation == "relu"
         and x.numel() < 2**31
     )
+
+
+def softmax_backward(probas, rows, kept, position, grad, weights):
+    """The logits' gradient [B, C, S] from the rows' kept-pixel gradients (``lovasz_rows`` with
+    ``in_x``) scaled by ``weights`` [R], through the softmax whose output is ``probas``."""
+    lib = library()
+    batch, channels, size = probas.shape
+    keep = []
+
+    def longs(t):
+        t = t.to(torch.int64).contiguous()
+        keep.append(t)
+        return t
+
+    row_start = longs(torch.cat([kept.new_zeros(1), kept.cumsum(0)]))
+    out = torch.empty_like(probas)
+    weights = _keep_float(weights, keep)
+    failed = lib.lovasz_softmax_backward(
+        _pointer(probas),
+        batch,
+        channels,
+        size,
+        rows.channel.numel(),
+        _pointer(None if rows.image is None else longs(rows.image)),
+        _pointer(longs(rows.channel)),
+        _pointer(row_start),
+        _pointer(position),
+        position.element_size(),
+        _pointer(grad),
+        _pointer(weights),
+        _pointer(out),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("lovaszseg: out of memory in the CPU kernel's softmax backward")
+    return out
