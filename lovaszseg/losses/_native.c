@@ -110,11 +110,31 @@ static Task task(const Spec *sp, int64_t parts, int64_t t) {
         }                                                                          \
     }
 
-/* Per row: the foreground count and the keep threshold — the smallest foreground error, or the
- * largest error when there is no foreground, and never below FLT_MIN (zero errors add nothing);
- * per task: how many pixels pass it. */
-int lovasz_count(const Spec *sp, int64_t parts, int64_t *gts, float *threshold, int64_t *kept,
-                 int threads) {
+/* Ascending uint32 keys = decreasing error, foreground first at ties; the low bit is 1 for
+ * background. A non-negative float's bits keep its order. */
+static inline uint32_t error_key(float e, int fg) {
+    uint32_t bits;
+    memcpy(&bits, &e, 4);
+    return ((0x7FFFFFFFu - bits) << 1) | (uint32_t)(!fg);
+}
+
+static inline float key_error(uint32_t key) {
+    uint32_t bits = 0x7FFFFFFFu - (key >> 1);
+    float e;
+    memcpy(&e, &bits, 4);
+    return e;
+}
+
+/* Per row: the foreground count, the keep threshold — the smallest foreground error, or the
+ * largest error when there is no foreground, and never below FLT_MIN (zero errors add nothing) —
+ * and the bucket of each kept key: (key - key_min[r]) >> shift[r] < buckets. Buckets split the
+ * row's key range into consecutive intervals, so that sorting every bucket sorts the row; a
+ * float's bits grow with its exponent, so the buckets follow the errors' scale.
+ * Per task: hist / fg_hist [buckets], its kept (and foreground) pixels in each bucket, and kept,
+ * their sum. */
+int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, float *threshold,
+                 uint32_t *key_min, int32_t *shift, int32_t *hist, int32_t *fg_hist,
+                 int64_t *kept, int threads) {
     int64_t n_tasks = sp->R * parts;
     int64_t *fg_count = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_tasks);
     float *min_fg = (float *)malloc(sizeof(float) * (size_t)n_tasks);
@@ -149,15 +169,35 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t *gts, float *threshold, 
                 if (max_error[t] > hi) hi = max_error[t];
             }
             float th = n_fg > 0 ? lo : hi;
+            th = th > FLT_MIN ? th : FLT_MIN;
             gts[r] = n_fg;
-            threshold[r] = th > FLT_MIN ? th : FLT_MIN;
+            threshold[r] = th;
+            /* Kept keys lie in [key(hi, fg), key(th, background)]. */
+            uint32_t first = hi >= th ? error_key(hi, 1) : 0u;
+            uint32_t range = hi >= th ? error_key(th, 0) - first : 0u;
+            int32_t sh = 0;
+            while ((range >> sh) >= (uint32_t)buckets) sh++;
+            key_min[r] = first;
+            shift[r] = sh;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
             Task tk = task(sp, parts, t);
             float th = threshold[tk.row];
+            uint32_t first = key_min[tk.row];
+            int32_t sh = shift[tk.row];
+            int32_t *h = hist + t * buckets, *hf = fg_hist + t * buckets;
+            memset(h, 0, sizeof(int32_t) * (size_t)buckets);
+            memset(hf, 0, sizeof(int32_t) * (size_t)buckets);
             int64_t n = 0;
-            FOR_PIXELS(sp, tk, { n += e >= th; })
+            FOR_PIXELS(sp, tk, {
+                if (e >= th) {
+                    uint32_t bucket = (error_key(e, fg) - first) >> sh;
+                    h[bucket]++;
+                    hf[bucket] += fg;
+                    n++;
+                }
+            })
             kept[t] = n;
         }
     }
@@ -165,139 +205,88 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t *gts, float *threshold, 
     return 0;
 }
 
-/* Ascending uint32 keys = decreasing error, foreground first at ties; the low bit is 1 for
- * background. A non-negative float's bits keep its order. */
-static inline uint32_t error_key(float e, int fg) {
-    uint32_t bits;
-    memcpy(&bits, &e, 4);
-    return ((0x7FFFFFFFu - bits) << 1) | (uint32_t)(!fg);
-}
-
-static inline float key_error(uint32_t key) {
-    uint32_t bits = 0x7FFFFFFFu - (key >> 1);
-    float e;
-    memcpy(&e, &bits, 4);
-    return e;
-}
-
-#define DIGIT 11
-#define BUCKETS (1 << DIGIT)
-
-/* LSD radix sort of (key, value) pairs; returns which buffer pair holds the result (0: k, v). */
-static int radix_sort(uint32_t *k, uint32_t *v, uint32_t *k2, uint32_t *v2, int64_t n) {
-    static const int passes = (32 + DIGIT - 1) / DIGIT;
-    uint32_t hist[3][BUCKETS];
-    memset(hist, 0, sizeof(hist));
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t key = k[i];
-        hist[0][key & (BUCKETS - 1)]++;
-        hist[1][(key >> DIGIT) & (BUCKETS - 1)]++;
-        hist[2][key >> (2 * DIGIT)]++;
+/* Sorts items (key << 32 | index) whose keys differ only in their low ``bits`` bits (keys are
+ * stored less their row's key_min, which aligns each bucket on those bits): insertion
+ * sort when few, else a stable LSD radix sort on those bits (constant digits skipped). */
+static void sort_bucket(uint64_t *a, int64_t n, int bits, uint64_t *scratch) {
+    if (n <= 48) {
+        for (int64_t i = 1; i < n; i++) {
+            uint64_t item = a[i];
+            int64_t j = i - 1;
+            while (j >= 0 && a[j] > item) {
+                a[j + 1] = a[j];
+                j--;
+            }
+            a[j + 1] = item;
+        }
+        return;
     }
-    int which = 0;
-    for (int p = 0; p < passes; p++) {
-        uint32_t *h = hist[p];
-        int shift = p * DIGIT;
-        if (n == 0 || h[(k[0] >> shift) & (BUCKETS - 1)] == (uint32_t)n) continue;  /* one digit */
-        uint32_t sum = 0;
-        for (int d = 0; d < BUCKETS; d++) {
-            uint32_t c = h[d];
-            h[d] = sum;
+    uint64_t *src = a, *dst = scratch;
+    for (int shift = 32; shift < 32 + bits; shift += 8) {
+        int64_t count[256] = {0};
+        for (int64_t i = 0; i < n; i++) count[(src[i] >> shift) & 255]++;
+        if (count[(src[0] >> shift) & 255] == n) continue;
+        int64_t sum = 0;
+        for (int d = 0; d < 256; d++) {
+            int64_t c = count[d];
+            count[d] = sum;
             sum += c;
         }
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t key = k[i];
-            uint32_t at = h[(key >> shift) & (BUCKETS - 1)]++;
-            k2[at] = key;
-            v2[at] = v[i];
-        }
-        uint32_t *t = k; k = k2; k2 = t;
-        t = v; v = v2; v2 = t;
-        which ^= 1;
+        for (int64_t i = 0; i < n; i++) dst[count[(src[i] >> shift) & 255]++] = src[i];
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
     }
-    return which;
+    if (src != a) memcpy(a, src, sizeof(uint64_t) * (size_t)n);
 }
 
-/* A task's kept pixels as sorted (key, index) pairs in k, v (n of them; index: the pixel's place
- * among its row's kept pixels, which are laid out task after task), and their positions. */
-static void sort_task(const Spec *sp, Task tk, float th, int64_t n, int64_t first, uint32_t *k,
-                      uint32_t *v, void *position, int position_bytes, uint32_t *scratch) {
-    int64_t j = 0;
-    FOR_PIXELS(sp, tk, {
-        if (e >= th && j < n) {
-            k[j] = error_key(e, fg);
-            v[j] = (uint32_t)(first + j);
-            if (position_bytes == 4)
-                ((int32_t *)position)[j] = (int32_t)at;
-            else
-                ((int64_t *)position)[j] = at;
-            j++;
-        }
-    })
-    if (radix_sort(k, v, scratch, scratch + n, n)) {
-        memcpy(k, scratch, sizeof(uint32_t) * (size_t)n);
-        memcpy(v, scratch + n, sizeof(uint32_t) * (size_t)n);
-    }
-}
-
-/* One row: its tasks' sorted runs merged in one sweep that sums the loss (float64) and writes
- * each kept pixel's gradient (with respect to its error) at its index. After the j-th pixel in
- * sorted order, inter = |F| - foreground so far and union = |F| + background so far; the prefix
- * Jaccard loss is 1 - inter / union, and the pixel's increment the change it makes. */
-static double sweep_row(int64_t gts, int64_t parts, const int64_t *kept, const int64_t *offsets,
-                        const uint32_t *keys, const uint32_t *vals, float *grad) {
-    int64_t cursor[64], end[64];
-    int64_t n = 0;
-    for (int64_t p = 0; p < parts; p++) {
-        cursor[p] = offsets[p];
-        end[p] = offsets[p] + kept[p];
-        n += kept[p];
-    }
-    double loss = 0.0;
-    int64_t fg_seen = 0;
-    for (int64_t j = 0; j < n; j++) {
-        int64_t best = -1;
-        uint32_t key = 0xFFFFFFFFu;
-        for (int64_t p = 0; p < parts; p++)
-            if (cursor[p] < end[p] && (best < 0 || keys[cursor[p]] < key)) {
-                best = p;
-                key = keys[cursor[p]];
-            }
-        uint32_t index = vals[cursor[best]++];
-        int background = key & 1u;
-        fg_seen += !background;
-        double inter = (double)(gts - fg_seen);
-        double uni = (double)(gts + (j + 1 - fg_seen));
-        double inc;
-        if (!background)
-            inc = 1.0 / uni;
-        else
-            inc = uni <= 1.0 ? 1.0 : inter / (uni * (uni - 1.0));
-        loss += (double)key_error(key) * inc;
-        grad[index] = (float)(background ? inc : -inc);
-    }
-    return loss;
-}
+#define BUCKETS_PER_TASK 64
 
 /* kept, offsets [R * parts]: each task's kept pixels and where they start in position / grad
- * (rows contiguous, tasks in order). Returns 1 when out of memory. */
-int lovasz_rows(const Spec *sp, int64_t parts, const int64_t *gts, const float *threshold,
-                const int64_t *kept, const int64_t *offsets, void *position,
-                int64_t position_bytes, float *grad, double *losses, int threads) {
-    int64_t n_tasks = sp->R * parts, total = 0, largest = 0;
-    if (parts > 64) return 2;
-    for (int64_t t = 0; t < n_tasks; t++) {
-        total += kept[t];
-        if (kept[t] > largest) largest = kept[t];
+ * (rows contiguous, tasks in order); the other arrays are lovasz_count's. Each task writes its
+ * kept pixels into the buckets of its row; then each range of buckets of a row is sorted and
+ * swept: after the j-th pixel in sorted order, inter = |F| - foreground so far and union =
+ * |F| + background so far, the prefix Jaccard loss is 1 - inter / union, and the pixel's
+ * gradient (with respect to its error) is the change it makes, negated on the foreground.
+ * Partial losses are summed in float64, in a fixed order. Returns 1 when out of memory. */
+int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *gts,
+                const float *threshold, const uint32_t *key_min, const int32_t *shift,
+                const int32_t *hist, const int32_t *fg_hist, const int64_t *kept,
+                const int64_t *offsets, void *position, int64_t position_bytes, float *grad,
+                double *losses, int threads) {
+    int64_t R = sp->R, n_tasks = R * parts, total = 0;
+    int64_t ranges = (buckets + BUCKETS_PER_TASK - 1) / BUCKETS_PER_TASK;
+    for (int64_t t = 0; t < n_tasks; t++) total += kept[t];
+    uint64_t *items = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(total + 1));
+    /* start / fg_start [R, buckets + 1]: where each bucket starts in its row, and the foreground
+     * pixels of the row's earlier buckets. */
+    int64_t *start = (int64_t *)malloc(sizeof(int64_t) * (size_t)(R * (buckets + 1)));
+    int64_t *fg_start = (int64_t *)malloc(sizeof(int64_t) * (size_t)(R * (buckets + 1)));
+    double *partial = (double *)malloc(sizeof(double) * (size_t)(R * ranges));
+    if (!items || !start || !fg_start || !partial) {
+        free(items), free(start), free(fg_start), free(partial);
+        return 1;
     }
-    uint32_t *keys = (uint32_t *)malloc(sizeof(uint32_t) * 2 * (size_t)(total + 1));
-    if (!keys) return 1;
-    uint32_t *vals = keys + total;
+    int64_t largest = 0;
+    for (int64_t r = 0; r < R; r++) {
+        int64_t *st = start + r * (buckets + 1), *fs = fg_start + r * (buckets + 1);
+        st[0] = 0, fs[0] = 0;
+        for (int64_t b = 0; b < buckets; b++) {
+            int64_t n = 0, f = 0;
+            for (int64_t t = r * parts; t < (r + 1) * parts; t++) {
+                n += hist[t * buckets + b];
+                f += fg_hist[t * buckets + b];
+            }
+            st[b + 1] = st[b] + n, fs[b + 1] = fs[b] + f;
+            if (n > largest) largest = n;
+        }
+    }
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        uint32_t *scratch = (uint32_t *)malloc(sizeof(uint32_t) * 2 * (size_t)(largest + 1));
-        if (!scratch) {
+        int64_t *cursor = (int64_t *)malloc(sizeof(int64_t) * (size_t)buckets);
+        uint64_t *scratch = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(largest + 1));
+        if (!cursor || !scratch) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -306,20 +295,71 @@ int lovasz_rows(const Spec *sp, int64_t parts, const int64_t *gts, const float *
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < n_tasks; t++) {
                 Task tk = task(sp, parts, t);
-                int64_t at = offsets[t], first = at - offsets[tk.row * parts];
-                sort_task(sp, tk, threshold[tk.row], kept[t], first, keys + at, vals + at,
-                          (char *)position + at * position_bytes, (int)position_bytes, scratch);
+                int64_t r = tk.row, row_first = offsets[r * parts];
+                const int64_t *st = start + r * (buckets + 1);
+                for (int64_t b = 0; b < buckets; b++) {
+                    cursor[b] = row_first + st[b];
+                    for (int64_t u = r * parts; u < t; u++) cursor[b] += hist[u * buckets + b];
+                }
+                float th = threshold[r];
+                uint32_t first = key_min[r];
+                int32_t sh = shift[r];
+                uint32_t index = (uint32_t)(offsets[t] - row_first);
+                char *pos = (char *)position + offsets[t] * position_bytes;
+                FOR_PIXELS(sp, tk, {
+                    if (e >= th) {
+                        uint32_t key = error_key(e, fg) - first;
+                        items[cursor[key >> sh]++] = ((uint64_t)key << 32) | index++;
+                        if (position_bytes == 4)
+                            *(int32_t *)pos = (int32_t)at;
+                        else
+                            *(int64_t *)pos = at;
+                        pos += position_bytes;
+                    }
+                })
             }
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t r = 0; r < sp->R; r++) {
-                int64_t t = r * parts;
-                losses[r] = sweep_row(gts[r], parts, kept + t, offsets + t, keys, vals,
-                                      grad + offsets[t]);
+            for (int64_t t = 0; t < R * ranges; t++) {
+                int64_t r = t / ranges, b0 = (t % ranges) * BUCKETS_PER_TASK;
+                int64_t b1 = b0 + BUCKETS_PER_TASK < buckets ? b0 + BUCKETS_PER_TASK : buckets;
+                int64_t row_first = offsets[r * parts], n_fg = gts[r];
+                const int64_t *st = start + r * (buckets + 1), *fs = fg_start + r * (buckets + 1);
+                uint64_t *row_items = items + row_first;
+                float *row_grad = grad + row_first;
+                uint32_t first = key_min[r];
+                double loss = 0.0;
+                int64_t j = st[b0], fg_seen = fs[b0];
+                for (int64_t b = b0; b < b1; b++) {
+                    int64_t n = st[b + 1] - st[b];
+                    uint64_t *a = row_items + st[b];
+                    sort_bucket(a, n, shift[r], scratch);
+                    for (int64_t i = 0; i < n; i++, j++) {
+                        uint32_t key = (uint32_t)(a[i] >> 32) + first;
+                        int background = key & 1u;
+                        fg_seen += !background;
+                        double inter = (double)(n_fg - fg_seen);
+                        double uni = (double)(n_fg + (j + 1 - fg_seen));
+                        double inc;
+                        if (!background)
+                            inc = 1.0 / uni;
+                        else
+                            inc = uni <= 1.0 ? 1.0 : inter / (uni * (uni - 1.0));
+                        loss += (double)key_error(key) * inc;
+                        row_grad[(uint32_t)a[i]] = (float)(background ? inc : -inc);
+                    }
+                }
+                partial[t] = loss;
+            }
+#pragma omp for
+            for (int64_t r = 0; r < R; r++) {
+                double loss = 0.0;
+                for (int64_t t = r * ranges; t < (r + 1) * ranges; t++) loss += partial[t];
+                losses[r] = loss;
             }
         }
-        free(scratch);
+        free(cursor), free(scratch);
     }
-    free(keys);
+    free(items), free(start), free(fg_start), free(partial);
     return failed;
 }
 

@@ -103,9 +103,9 @@ def library():
             lib = ctypes.CDLL(str(_build()))
             pointer, spec = ctypes.c_void_p, ctypes.POINTER(_Spec)
             size = ctypes.c_int64
-            lib.lovasz_count.argtypes = [spec, size, pointer, pointer, pointer, ctypes.c_int]
+            lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 7, ctypes.c_int]
             lib.lovasz_count.restype = ctypes.c_int
-            lib.lovasz_rows.argtypes = [spec, size, *[pointer] * 5, size, *[pointer] * 2]
+            lib.lovasz_rows.argtypes = [spec, size, size, *[pointer] * 9, size, *[pointer] * 2]
             lib.lovasz_rows.argtypes += [ctypes.c_int]
             lib.lovasz_softmax_backward.argtypes = [pointer, *[size] * 4, *[pointer] * 4, size]
             lib.lovasz_softmax_backward.argtypes += [*[pointer] * 3, ctypes.c_int]
@@ -170,11 +170,18 @@ def lovasz_rows(x, labels, rows, in_x: bool):
     )
     threads = torch.get_num_threads()
     parts = 1 if n_rows >= threads else min(-(-threads // n_rows), 64)  # keep every thread busy
+    length = (1 if rows.image is not None else batch) * size  # pixels of a row
+    buckets = 1 << max(4, min(11, (length // 32).bit_length()))
     gts = torch.empty(n_rows, dtype=torch.int64)
     threshold = torch.empty(n_rows, dtype=torch.float32)
+    key_min = torch.empty(n_rows, dtype=torch.int32)
+    shift = torch.empty(n_rows, dtype=torch.int32)
+    hist = torch.empty(n_rows * parts, buckets, dtype=torch.int32)
+    fg_hist = torch.empty_like(hist)
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
-    pointers = [_pointer(t) for t in (gts, threshold, kept)]
-    if lib.lovasz_count(ctypes.byref(spec), parts, *pointers, threads):
+    counted = [gts, threshold, key_min, shift, hist, fg_hist, kept]
+    pointers = [_pointer(t) for t in counted]
+    if lib.lovasz_count(ctypes.byref(spec), parts, buckets, *pointers, threads):
         raise MemoryError("lovaszseg: out of memory in the CPU kernel")
     offsets = kept.cumsum(0) - kept
     total = int(offsets[-1] + kept[-1])
@@ -185,6 +192,7 @@ def lovasz_rows(x, labels, rows, in_x: bool):
     failed = lib.lovasz_rows(
         ctypes.byref(spec),
         parts,
+        buckets,
         *pointers,
         _pointer(offsets),
         _pointer(position),
