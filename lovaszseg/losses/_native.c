@@ -19,6 +19,8 @@
 #include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
+#include <omp.h>
 #include <string.h>
 
 typedef struct {
@@ -66,16 +68,6 @@ static Block block(const Spec *sp, int64_t r, int64_t g) {
     return bl;
 }
 
-/* The pixel's label, its error and whether it is foreground; returns 0 for a void pixel. */
-static inline int pixel(const Block *bl, int64_t i, float *error, int *fg) {
-    int64_t label = bl->l8 ? (int64_t)bl->l8[i] : (int64_t)bl->l32[i];
-    if (label == bl->void_label) return 0;
-    float t = bl->sign * bl->x[i] + bl->offset;
-    *fg = label == bl->target;
-    *error = *fg ? bl->fg_offset - t : t;
-    return 1;
-}
-
 /* Every row's pixels (its blocks one after another, G * S of them) are split into ``parts`` equal
  * ranges: task t covers part t % parts of row t / parts, so that a call with fewer rows than
  * threads still keeps every thread busy. */
@@ -92,22 +84,32 @@ static Task task(const Spec *sp, int64_t parts, int64_t t) {
     return tk;
 }
 
-/* Runs BODY for every non-void pixel of the task, with ``e``, ``fg`` and ``at`` (its position in
- * the output layout) defined. */
-#define FOR_PIXELS(sp, tk, BODY)                                                   \
+/* Runs BODY for every pixel of the task, with its error ``e``, ``fg`` and ``valid`` (0 for a void
+ * pixel) and ``at`` (its position in the output layout) defined, in a loop specialised for the
+ * labels' type and written without branches, so that the compiler can vectorise it (LOOP is
+ * an optional ``_Pragma``). Foreground pixels are never void. */
+#define PIXEL_LOOP(LABELS, LOOP, BODY)                                             \
+    LOOP for (int64_t i_ = first_; i_ < last_; i_++) {                             \
+        int64_t label_ = (LABELS)[i_];                                             \
+        float t_ = bl_.sign * bl_.x[i_] + bl_.offset;                              \
+        int fg = label_ == bl_.target;                                             \
+        int valid = label_ != bl_.void_label;                                      \
+        float e = fg ? bl_.fg_offset - t_ : t_;                                    \
+        int64_t at = bl_.position + i_;                                            \
+        (void)at, (void)valid;                                                     \
+        BODY                                                                       \
+    }
+
+#define FOR_PIXELS(sp, tk, LOOP, BODY)                                             \
     for (int64_t g_ = (tk).lo / (sp)->S; g_ * (sp)->S < (tk).hi; g_++) {           \
         Block bl_ = block((sp), (tk).row, g_);                                     \
         int64_t first_ = (tk).lo - g_ * (sp)->S, last_ = (tk).hi - g_ * (sp)->S;   \
         if (first_ < 0) first_ = 0;                                                \
         if (last_ > bl_.n) last_ = bl_.n;                                          \
-        for (int64_t i_ = first_; i_ < last_; i_++) {                              \
-            float e;                                                               \
-            int fg;                                                                \
-            if (!pixel(&bl_, i_, &e, &fg)) continue;                               \
-            int64_t at = bl_.position + i_;                                        \
-            (void)at;                                                              \
-            BODY                                                                   \
-        }                                                                          \
+        if (bl_.l8)                                                                \
+            PIXEL_LOOP(bl_.l8, LOOP, BODY)                                         \
+        else                                                                       \
+            PIXEL_LOOP(bl_.l32, LOOP, BODY)                                        \
     }
 
 /* Ascending uint32 keys = decreasing error, foreground first at ties; the low bit is 1 for
@@ -139,8 +141,9 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
     int64_t *fg_count = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_tasks);
     float *min_fg = (float *)malloc(sizeof(float) * (size_t)n_tasks);
     float *max_error = (float *)malloc(sizeof(float) * (size_t)n_tasks);
-    if (!fg_count || !min_fg || !max_error) {
-        free(fg_count), free(min_fg), free(max_error);
+    float *min_positive = (float *)malloc(sizeof(float) * (size_t)n_tasks);
+    if (!fg_count || !min_fg || !max_error || !min_positive) {
+        free(fg_count), free(min_fg), free(max_error), free(min_positive);
         return 1;
     }
 #pragma omp parallel num_threads(threads)
@@ -149,32 +152,39 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
         for (int64_t t = 0; t < n_tasks; t++) {
             Task tk = task(sp, parts, t);
             int64_t n_fg = 0;
-            float lo = FLT_MAX * 2.0f, hi = -FLT_MAX * 2.0f; /* +inf, -inf */
-            FOR_PIXELS(sp, tk, {
-                if (fg) {
-                    n_fg++;
-                    if (e < lo) lo = e;
-                }
-                if (e > hi) hi = e;
-            })
-            fg_count[t] = n_fg, min_fg[t] = lo, max_error[t] = hi;
+            float lo = INFINITY, hi = -INFINITY, pos = INFINITY;
+            FOR_PIXELS(sp, tk,
+                       _Pragma("omp simd reduction(+:n_fg) reduction(min:lo,pos) reduction(max:hi)"),
+                       {
+                           float if_fg = fg ? e : INFINITY;
+                           float if_valid = valid ? e : -INFINITY;
+                           float if_positive = valid && e >= FLT_MIN ? e : INFINITY;
+                           n_fg += fg;
+                           lo = if_fg < lo ? if_fg : lo;
+                           hi = if_valid > hi ? if_valid : hi;
+                           pos = if_positive < pos ? if_positive : pos;
+                       })
+            fg_count[t] = n_fg, min_fg[t] = lo, max_error[t] = hi, min_positive[t] = pos;
         }
 #pragma omp single
         for (int64_t r = 0; r < sp->R; r++) {
             int64_t n_fg = 0;
-            float lo = FLT_MAX * 2.0f, hi = -FLT_MAX * 2.0f;
+            float lo = INFINITY, hi = -INFINITY, pos = INFINITY;
             for (int64_t t = r * parts; t < (r + 1) * parts; t++) {
                 n_fg += fg_count[t];
                 if (min_fg[t] < lo) lo = min_fg[t];
                 if (max_error[t] > hi) hi = max_error[t];
+                if (min_positive[t] < pos) pos = min_positive[t];
             }
             float th = n_fg > 0 ? lo : hi;
+            float smallest = th >= FLT_MIN ? th : pos; /* the smallest kept error */
             th = th > FLT_MIN ? th : FLT_MIN;
             gts[r] = n_fg;
             threshold[r] = th;
-            /* Kept keys lie in [key(hi, fg), key(th, background)]. */
-            uint32_t first = hi >= th ? error_key(hi, 1) : 0u;
-            uint32_t range = hi >= th ? error_key(th, 0) - first : 0u;
+            /* Kept keys lie in [key(hi, foreground), key(smallest, background)]. */
+            int any = hi >= th && smallest <= hi;
+            uint32_t first = any ? error_key(hi, 1) : 0u;
+            uint32_t range = any ? error_key(smallest, 0) - first : 0u;
             int32_t sh = 0;
             while ((range >> sh) >= (uint32_t)buckets) sh++;
             key_min[r] = first;
@@ -186,12 +196,13 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             float th = threshold[tk.row];
             uint32_t first = key_min[tk.row];
             int32_t sh = shift[tk.row];
-            int32_t *h = hist + t * buckets, *hf = fg_hist + t * buckets;
-            memset(h, 0, sizeof(int32_t) * (size_t)buckets);
-            memset(hf, 0, sizeof(int32_t) * (size_t)buckets);
+            /* Pixels that are not kept go to an extra last bucket: no branch to mispredict. */
+            int32_t *h = hist + t * (buckets + 1), *hf = fg_hist + t * (buckets + 1);
+            memset(h, 0, sizeof(int32_t) * (size_t)(buckets + 1));
+            memset(hf, 0, sizeof(int32_t) * (size_t)(buckets + 1));
             int64_t n = 0;
-            FOR_PIXELS(sp, tk, {
-                if (e >= th) {
+            FOR_PIXELS(sp, tk, , {
+                if (valid && e >= th) {
                     uint32_t bucket = (error_key(e, fg) - first) >> sh;
                     h[bucket]++;
                     hf[bucket] += fg;
@@ -201,7 +212,7 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             kept[t] = n;
         }
     }
-    free(fg_count), free(min_fg), free(max_error);
+    free(fg_count), free(min_fg), free(max_error), free(min_positive);
     return 0;
 }
 
@@ -257,7 +268,7 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
     int64_t R = sp->R, n_tasks = R * parts, total = 0;
     int64_t ranges = (buckets + BUCKETS_PER_TASK - 1) / BUCKETS_PER_TASK;
     for (int64_t t = 0; t < n_tasks; t++) total += kept[t];
-    uint64_t *items = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(total + 1));
+    uint64_t *items = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(total + threads));
     /* start / fg_start [R, buckets + 1]: where each bucket starts in its row, and the foreground
      * pixels of the row's earlier buckets. */
     int64_t *start = (int64_t *)malloc(sizeof(int64_t) * (size_t)(R * (buckets + 1)));
@@ -274,8 +285,8 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
         for (int64_t b = 0; b < buckets; b++) {
             int64_t n = 0, f = 0;
             for (int64_t t = r * parts; t < (r + 1) * parts; t++) {
-                n += hist[t * buckets + b];
-                f += fg_hist[t * buckets + b];
+                n += hist[t * (buckets + 1) + b];
+                f += fg_hist[t * (buckets + 1) + b];
             }
             st[b + 1] = st[b] + n, fs[b + 1] = fs[b] + f;
             if (n > largest) largest = n;
@@ -284,7 +295,7 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        int64_t *cursor = (int64_t *)malloc(sizeof(int64_t) * (size_t)buckets);
+        int64_t *cursor = (int64_t *)malloc(sizeof(int64_t) * (size_t)(buckets + 1));
         uint64_t *scratch = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(largest + 1));
         if (!cursor || !scratch) {
 #pragma omp atomic write
@@ -299,22 +310,23 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                 const int64_t *st = start + r * (buckets + 1);
                 for (int64_t b = 0; b < buckets; b++) {
                     cursor[b] = row_first + st[b];
-                    for (int64_t u = r * parts; u < t; u++) cursor[b] += hist[u * buckets + b];
+                    for (int64_t u = r * parts; u < t; u++) cursor[b] += hist[u * (buckets + 1) + b];
                 }
+                cursor[buckets] = total + omp_get_thread_num(); /* where dropped pixels go */
                 float th = threshold[r];
                 uint32_t first = key_min[r];
                 int32_t sh = shift[r];
                 uint32_t index = (uint32_t)(offsets[t] - row_first);
-                char *pos = (char *)position + offsets[t] * position_bytes;
-                FOR_PIXELS(sp, tk, {
-                    if (e >= th) {
+                int32_t *pos32 = (int32_t *)position + offsets[t];
+                int64_t *pos64 = (int64_t *)position + offsets[t];
+                FOR_PIXELS(sp, tk, , {
+                    if (valid && e >= th) {
                         uint32_t key = error_key(e, fg) - first;
                         items[cursor[key >> sh]++] = ((uint64_t)key << 32) | index++;
                         if (position_bytes == 4)
-                            *(int32_t *)pos = (int32_t)at;
+                            *pos32++ = (int32_t)at;
                         else
-                            *(int64_t *)pos = at;
-                        pos += position_bytes;
+                            *pos64++ = at;
                     }
                 })
             }
@@ -334,6 +346,7 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                     uint64_t *a = row_items + st[b];
                     sort_bucket(a, n, shift[r], scratch);
                     for (int64_t i = 0; i < n; i++, j++) {
+                        if (i + 16 < n) __builtin_prefetch(row_grad + (uint32_t)a[i + 16], 1, 0);
                         uint32_t key = (uint32_t)(a[i] >> 32) + first;
                         int background = key & 1u;
                         fg_seen += !background;

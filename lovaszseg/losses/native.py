@@ -176,7 +176,7 @@ def lovasz_rows(x, labels, rows, in_x: bool):
     threshold = torch.empty(n_rows, dtype=torch.float32)
     key_min = torch.empty(n_rows, dtype=torch.int32)
     shift = torch.empty(n_rows, dtype=torch.int32)
-    hist = torch.empty(n_rows * parts, buckets, dtype=torch.int32)
+    hist = torch.empty(n_rows * parts, buckets + 1, dtype=torch.int32)  # + the dropped
     fg_hist = torch.empty_like(hist)
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
     counted = [gts, threshold, key_min, shift, hist, fg_hist, kept]
