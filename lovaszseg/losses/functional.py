@@ -59,6 +59,24 @@ def _check_label_values(labels, valid, num_classes, ignore_index, name, what="la
         )
 
 
+def _checked_valid(labels, num_classes, ignore_index, name, what="labels"):
+    """Checks that labels lie in ``[0, num_classes)`` or are ``ignore_index`` (``ValueError``
+    otherwise) and returns the mask of non-ignored pixels, or None when no pixel can be ignored.
+
+    The common case costs one min/max pass: when every label is in range and ``ignore_index``
+    lies outside ``[min, max]``, no mask is formed and nothing else is read.
+    """
+    if labels.dtype != torch.bool:  # integer: _flatten_labels has checked
+        low, high = (int(v) for v in torch.aminmax(labels))
+        maybe_ignored = ignore_index is not None and low <= ignore_index <= high
+        if low >= 0 and high < num_classes and not maybe_ignored:
+            return None
+    valid = None if ignore_index is None else labels != ignore_index
+    if labels.dtype != torch.bool:
+        _check_label_values(labels, valid, num_classes, ignore_index, name, what)
+    return valid
+
+
 def _class_selection(classes, num_classes, device, name):
     """``classes`` → (candidate class ids, whether only present ones count)."""
     if isinstance(classes, str):
@@ -198,9 +216,7 @@ def lovasz_hinge(
     labels = _flatten_labels(labels, logits.shape, name)
     batch, device = logits.shape[0], logits.device
     x = logits.reshape(batch, 1, -1)
-    valid = None if ignore_index is None else labels != ignore_index
-    if labels.dtype != torch.bool:
-        _check_label_values(labels, valid, 2, ignore_index, name)
+    valid = _checked_valid(labels, 2, ignore_index, name)
     column, void = labels.to(torch.uint8), None
     if valid is not None and (device.type != "cpu" or not bool(valid.all())):
         void, column = _VOID, torch.where(valid, column, _VOID)
@@ -285,8 +301,7 @@ def _softmax_loss(
     device = scores.device
     labels = _flatten_labels(labels, (batch, *scores.shape[2:]), name)
     p = scores.reshape(batch, num_classes, -1)
-    valid = None if ignore_index is None else labels != ignore_index
-    _check_label_values(labels, valid, num_classes, ignore_index, name)
+    valid = _checked_valid(labels, num_classes, ignore_index, name)
     class_ids, present_only = _class_selection(classes, num_classes, device, name)
     weights_c = _class_weights(class_weights, num_classes, device, name)
 
@@ -367,20 +382,24 @@ def lovasz_multilabel(
     device = scores.device
     x = scores.reshape(batch, num_classes, -1)
     y = targets.reshape(batch, num_classes, -1)
-    valid = None if ignore_index is None else y != ignore_index
-    bad = (y != 0) & (y != 1)
-    if valid is not None:
-        bad &= valid
-    if bool(bad.any()):
-        values = torch.unique(y[bad])[:8].tolist()
-        raise ValueError(
-            f"{name}: targets contain {values}; expected 0 or 1"
-            + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
-        )
+    integer = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+    if integer and _checked_valid(y, 2, ignore_index, name, "targets") is None:
+        valid = None  # 0/1 only (one min/max pass)
+    else:
+        valid = None if ignore_index is None else y != ignore_index
+        bad = (y != 0) & (y != 1)
+        if valid is not None:
+            bad &= valid
+        if bool(bad.any()):
+            values = torch.unique(y[bad])[:8].tolist()
+            raise ValueError(
+                f"{name}: targets contain {values}; expected 0 or 1"
+                + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+            )
     class_ids, present_only = _class_selection(classes, num_classes, device, name)
     weights_c = _class_weights(class_weights, num_classes, device, name)
 
-    y = (y == 1).to(torch.uint8)
+    y = y.to(torch.uint8) if integer and valid is None else (y == 1).to(torch.uint8)
     if valid is not None:
         y.masked_fill_(~valid, _VOID)
     positives = (y == 1).sum(-1)

@@ -170,3 +170,18 @@ def test_counts_stay_exact_past_2_to_the_24_pixels():
 def test_bad_input_raises_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_an_ignore_index_inside_the_label_range_is_still_ignored():
+    """The label check's fast path (every label in range) must not skip an ignore_index that
+    is itself a valid class id: ignoring class 1 equals relabelling it to an outside value."""
+    g = torch.Generator().manual_seed(7)
+    probas = torch.rand(2, 4, 6, 6, generator=g).softmax(1)
+    labels = torch.randint(0, 4, (2, 6, 6), generator=g)
+    relabelled = labels.masked_fill(labels == 1, 255)
+    expected = lovasz_softmax(probas, relabelled, ignore_index=255)
+    assert lovasz_softmax(probas, labels, ignore_index=1).item() == expected.item()
+    logits = torch.randn(2, 6, 6, generator=g)
+    binary = labels.clamp(max=1)
+    expected = lovasz_hinge(logits, binary.masked_fill(binary == 0, 255), ignore_index=255)
+    assert lovasz_hinge(logits, binary, ignore_index=0).item() == expected.item()
