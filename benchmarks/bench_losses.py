@@ -9,6 +9,7 @@ allocation during one forward+backward.
 
     python benchmarks/bench_losses.py                   # full table, writes results JSON
     python benchmarks/bench_losses.py --quick           # a smaller table in about a minute
+    python benchmarks/bench_losses.py --only "roads batch" --only "512² voc_like"   # some cases
 """
 
 from __future__ import annotations
@@ -254,12 +255,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only the cases whose title contains TEXT (repeatable), e.g. --only 'roads batch'",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = quick_cases() if args.quick else all_cases()
+    if args.only:
+        cases = [c for c in cases if any(text in c.title for text in args.only)]
+        if not cases:
+            parser.error(f"no case title contains any of {args.only}")
 
     if args.worker:
         print(json.dumps(time_cases(cases, args.rounds, args.device)))
@@ -273,6 +285,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 5)
     common = ["--threads", str(args.threads), "--device", args.device]
     common += ["--quick"] if args.quick else []
+    common += [flag for text in args.only for flag in ("--only", text)]
     runs = [_child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)]
     memory = {}
     if not args.no_memory:
@@ -292,7 +305,7 @@ def main() -> None:
         "torch": torch.__version__,
         "rows": rows,
     }
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + ("_only" if args.only else "")
     out = args.out or Path(__file__).parent / "results" / f"bench_losses_{args.device}{suffix}.json"
     _write_atomic(out, payload)
     print(f"wrote {out}")
