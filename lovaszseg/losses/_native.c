@@ -398,9 +398,10 @@ static int64_t lower_bound(const void *position, int position_bytes, int64_t lo,
  * With g the rows' gradient on the probabilities (nonzero only at the kept pixels: grad[k] times
  * the row's weight, at position[k] in p [B, C, S]), the softmax gives p * (g - sum_c g_c p_c).
  * Each task (an image's range of CHUNK pixels) finds its kept pixels in every row by binary
- * search (each row's positions increase), accumulates the dot products, writes -p * dot over
- * all channels and adds g * p at the kept pixels: one read of p and one write of the gradient,
- * in place of a dense g and a generic softmax backward. */
+ * search (each row's positions increase), forms g p there and the dot products, writes -p * dot
+ * over all channels and adds g p back: one read of p and one write of the gradient, in place of
+ * a dense g and a generic softmax backward. ``out`` may be ``p`` itself (g p is formed before
+ * p is overwritten), which spares a fresh buffer the size of p. */
 int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int64_t R,
                             const int64_t *image, const int64_t *channel, const int64_t *row_start,
                             const void *position, int64_t position_bytes, const float *grad,
@@ -410,7 +411,10 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
 #pragma omp parallel num_threads(threads)
     {
         float *dot = (float *)malloc(sizeof(float) * CHUNK);
-        if (!dot) {
+        int64_t *lo = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * R + 1)), *hi = lo + R;
+        float *gp = NULL;
+        int64_t capacity = 0;
+        if (!dot || !lo) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -419,37 +423,55 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < n_tasks; t++) {
                 int64_t b = t / chunks, s0 = (t % chunks) * CHUNK;
-                int64_t n = S - s0 < CHUNK ? S - s0 : CHUNK;
-                memset(dot, 0, sizeof(float) * (size_t)n);
-                for (int pass = 0; pass < 2; pass++) {
-                    for (int64_t r = 0; r < R; r++) {
-                        if (image && image[r] != b) continue;
-                        int64_t first = (b * C + channel[r]) * S + s0;
-                        int64_t lo = lower_bound(position, (int)position_bytes, row_start[r],
-                                                 row_start[r + 1], first);
-                        int64_t hi = lower_bound(position, (int)position_bytes, lo,
-                                                 row_start[r + 1], first + n);
-                        float w = weight[r];
-                        for (int64_t k = lo; k < hi; k++) {
-                            int64_t at = position_bytes == 4 ? ((const int32_t *)position)[k]
-                                                             : ((const int64_t *)position)[k];
-                            float gp = w * grad[k] * p[at];
-                            if (pass == 0)
-                                dot[at - first] += gp;
-                            else
-                                out[at] += gp;
-                        }
-                    }
-                    if (pass == 0)
-                        for (int64_t c = 0; c < C; c++) {
-                            const float *pc = p + (b * C + c) * S + s0;
-                            float *oc = out + (b * C + c) * S + s0;
-                            for (int64_t i = 0; i < n; i++) oc[i] = -pc[i] * dot[i];
-                        }
+                int64_t n = S - s0 < CHUNK ? S - s0 : CHUNK, needed = 0;
+                for (int64_t r = 0; r < R; r++) {
+                    lo[r] = hi[r] = 0;
+                    if (image && image[r] != b) continue;
+                    int64_t first = (b * C + channel[r]) * S + s0;
+                    lo[r] = lower_bound(position, (int)position_bytes, row_start[r],
+                                        row_start[r + 1], first);
+                    hi[r] = lower_bound(position, (int)position_bytes, lo[r], row_start[r + 1],
+                                        first + n);
+                    needed += hi[r] - lo[r];
                 }
+                if (needed > capacity) {
+                    free(gp);
+                    capacity = needed * 2;
+                    gp = (float *)malloc(sizeof(float) * (size_t)capacity);
+                    if (!gp) {
+#pragma omp atomic write
+                        failed = 1;
+                        capacity = 0;
+                        continue;
+                    }
+                }
+                memset(dot, 0, sizeof(float) * (size_t)n);
+                int64_t j = 0;
+                for (int64_t r = 0; r < R; r++) {
+                    float w = weight[r];
+                    int64_t first = (b * C + channel[r]) * S + s0;
+                    for (int64_t k = lo[r]; k < hi[r]; k++, j++) {
+                        int64_t at = position_bytes == 4 ? ((const int32_t *)position)[k]
+                                                         : ((const int64_t *)position)[k];
+                        gp[j] = w * grad[k] * p[at];
+                        dot[at - first] += gp[j];
+                    }
+                }
+                for (int64_t c = 0; c < C; c++) {
+                    const float *pc = p + (b * C + c) * S + s0;
+                    float *oc = out + (b * C + c) * S + s0;
+                    for (int64_t i = 0; i < n; i++) oc[i] = -pc[i] * dot[i];
+                }
+                j = 0;
+                for (int64_t r = 0; r < R; r++)
+                    for (int64_t k = lo[r]; k < hi[r]; k++, j++) {
+                        int64_t at = position_bytes == 4 ? ((const int32_t *)position)[k]
+                                                         : ((const int64_t *)position)[k];
+                        out[at] += gp[j];
+                    }
             }
         }
-        free(dot);
+        free(dot), free(lo), free(gp);
     }
     return failed;
 }

@@ -404,7 +404,7 @@ class _LovaszExtension(torch.autograd.Function):
             result = native.lovasz_rows(xd, y, rows, in_x=True)
             if result is not None:  # position, grad: each row's kept pixels in turn
                 losses, position, grad, kept = result
-                ctx.save_for_backward(position, grad, kept, probas)
+                ctx.save_for_backward(position, grad, kept, probas, x if softmax else None)
                 ctx.layout = (x.shape[0] if rows.image is None else 1, rows.channel.numel())
                 ctx.rows, ctx.block_repeat, ctx.native = rows, 1, True
                 ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
@@ -468,7 +468,7 @@ class _LovaszExtension(torch.autograd.Function):
             grad = torch.empty_like(grad).index_copy_(0, order.long(), grad)
             if mine is not None:  # this process's pixels, scaled for DDP's gradient averaging
                 grad = grad[mine[0] : mine[1]] * distributed.world_size()
-            ctx.save_for_backward(position, grad, block_counts, probas)
+            ctx.save_for_backward(position, grad, block_counts, probas, None)
             ctx.layout = (x.shape[0] if rows.image is None else 1, n_rows)
             ctx.rows, ctx.block_repeat, ctx.native = rows, ctx.layout[0], False
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
@@ -476,14 +476,22 @@ class _LovaszExtension(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_losses):
-        position, values, block_counts, probas = ctx.saved_tensors
+        position, values, block_counts, probas, logits = ctx.saved_tensors
         groups, n_rows = ctx.layout
         rows = ctx.rows
         weights = grad_losses.to(values.dtype)
         if rows.sign is not None:
             weights = weights * rows.sign.to(values.dtype)
         if ctx.native and probas is not None:
-            grad = native.softmax_backward(probas, rows, block_counts, position, values, weights)
+            # The first backward writes the gradient over the probabilities (the C kernel writes
+            # memory directly, so autograd's version check is not tripped); another one (with
+            # retain_graph) recomputes them.
+            if getattr(ctx, "probas_spent", False):
+                probas = torch.softmax(logits.to(probas.dtype), dim=1)
+            grad = native.softmax_backward(
+                probas, rows, block_counts, position, values, weights, in_place=True
+            )
+            ctx.probas_spent = True
             return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None, None
         if n_rows == 1:
             values = values * weights

@@ -224,9 +224,10 @@ def usable(x: torch.Tensor, rows) -> bool:
     )
 
 
-def softmax_backward(probas, rows, kept, position, grad, weights):
+def softmax_backward(probas, rows, kept, position, grad, weights, in_place=False):
     """The logits' gradient [B, C, S] from the rows' kept-pixel gradients (``lovasz_rows`` with
-    ``in_x``) scaled by ``weights`` [R], through the softmax whose output is ``probas``."""
+    ``in_x``) scaled by ``weights`` [R], through the softmax whose output is ``probas``; written
+    over ``probas`` itself with ``in_place`` (then ``probas`` is spent)."""
     lib = library()
     batch, channels, size = probas.shape
     keep = []
@@ -237,7 +238,7 @@ def softmax_backward(probas, rows, kept, position, grad, weights):
         return t
 
     row_start = longs(torch.cat([kept.new_zeros(1), kept.cumsum(0)]))
-    out = torch.empty_like(probas)
+    out = probas if in_place else torch.empty_like(probas)
     weights = _keep_float(weights, keep)
     failed = lib.lovasz_softmax_backward(
         _pointer(probas),

@@ -160,3 +160,19 @@ def test_heavy_ties_and_wide_error_ranges(monkeypatch, kernel):
     channel = torch.arange(5.0).view(1, 5, 1, 1).expand_as(probas)
     is_c = (labels.unsqueeze(1) == channel).float()
     _assert_same(results, ties=torch.stack([channel, probas, is_c], -1))
+
+
+def test_softmax_backward_twice_with_retain_graph(kernel):
+    """The first backward of LovaszSoftmaxLoss writes its gradient over the saved probabilities;
+    a second backward (retain_graph) must recompute them and give the same gradient."""
+    from lovaszseg.losses import LovaszSoftmaxLoss
+
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(2, 5, 16, 16, generator=g).requires_grad_(True)
+    labels = torch.randint(0, 5, (2, 16, 16), generator=g)
+    loss = LovaszSoftmaxLoss()(logits, labels)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    expected = torch.autograd.grad(lovasz_softmax(logits.softmax(1), labels), logits)[0]
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-7)
