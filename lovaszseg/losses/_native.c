@@ -2,16 +2,19 @@
  *
  * The PyTorch path (lovasz.py) spends most of a call in some thirty ATen passes over the kept
  * pixels (gathers, compaction, key packing, two sorts, prefix counts, increments, a scatter back
- * to position order). Here each row is done in three reads of its planes and one radix sort of
- * its kept pixels, in cache, in parallel (OpenMP, sharing PyTorch's libgomp) over rows — or over
- * parts of rows when there are fewer rows than threads:
+ * to position order). Here each row is done in two reads of its planes, a scatter of its kept
+ * pixels into buckets of its key range and small sorts in cache, in parallel (OpenMP, sharing
+ * PyTorch's libgomp) over rows — or over parts of rows when there are fewer rows than threads:
  *
- *   lovasz_count:  per row, the foreground count and the keep threshold (smallest foreground
- *                  error, or the largest error when there is no foreground); per part, how many
- *                  pixels pass it;
- *   lovasz_rows:   per part, the kept pixels as (int key, index) pairs and their positions, and
- *                  an LSD radix sort of the pairs; per row, one sweep that merges its parts'
- *                  sorted runs, sums the loss (float64) and writes each kept pixel's gradient.
+ *   lovasz_count:  per row, a vectorised pass for the foreground count and the keep threshold
+ *                  (smallest foreground error, or the largest error when there is none); per
+ *                  part, a pass that keeps the pixels above it, as int keys (the error's bits
+ *                  and the foreground flag) and positions, and counts them per bucket of the
+ *                  row's key range;
+ *   lovasz_rows:   per part, a scatter of its kept pixels into their buckets; per range of
+ *                  buckets, small in-cache sorts and one sweep that sums the loss (float64) and
+ *                  writes each kept pixel's gradient;
+ *   lovasz_softmax_backward: the logits' gradient through the softmax.
  *
  * The semantics, the key encoding and the keep rule are lovasz.py's; its docstrings say why they
  * are exact. Built on first use by native.py; every caller falls back to PyTorch without it.
@@ -127,6 +130,39 @@ static inline float key_error(uint32_t key) {
     return e;
 }
 
+/* Each thread appends the kept pixels of its tasks (keys, then positions) to a buffer of its
+ * own that outlives the call: it grows to the largest call's needs and is then reused, so that a
+ * training loop does not pay the page faults of fresh buffers at every step. */
+typedef struct {
+    char *data;
+    int64_t capacity, used;
+} Spill;
+
+static _Thread_local Spill spill;
+
+static char *spill_reserve(int64_t bytes) {
+    if (spill.used + bytes > spill.capacity) {
+        int64_t capacity = 2 * (spill.used + bytes);
+        char *data = (char *)realloc(spill.data, (size_t)capacity);
+        if (!data) return NULL;
+        spill.data = data, spill.capacity = capacity;
+    }
+    return spill.data + spill.used;
+}
+
+/* The kept pixels of every task, as lovasz_count found them, for lovasz_rows: task t's keys and
+ * positions, in pixel order, are in the spill buffer of thread owner[t], from offset[t]. */
+typedef struct {
+    int *owner;
+    int64_t *offset;
+    char **buffer; /* [threads]: each thread's spill buffer once the call is done */
+} Kept;
+
+void lovasz_free(Kept *kept) {
+    if (!kept) return;
+    free(kept->owner), free(kept->offset), free(kept->buffer), free(kept);
+}
+
 /* Per row: the foreground count, the keep threshold — the smallest foreground error, or the
  * largest error when there is no foreground, and never below FLT_MIN (zero errors add nothing) —
  * and the bucket of each kept key: (key - key_min[r]) >> shift[r] < buckets. Buckets split the
@@ -136,18 +172,33 @@ static inline float key_error(uint32_t key) {
  * their sum. */
 int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, float *threshold,
                  uint32_t *key_min, int32_t *shift, int32_t *hist, int32_t *fg_hist,
-                 int64_t *kept, int threads) {
+                 int64_t *kept, int64_t position_bytes, Kept **found, int threads) {
     int64_t n_tasks = sp->R * parts;
+    Kept *list = (Kept *)calloc(1, sizeof(Kept));
+    if (list) {
+        list->owner = (int *)malloc(sizeof(int) * (size_t)n_tasks);
+        list->offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_tasks);
+        list->buffer = (char **)calloc((size_t)threads, sizeof(char *));
+    }
+    if (!list || !list->owner || !list->offset || !list->buffer) {
+        lovasz_free(list);
+        return 1;
+    }
+    *found = list;
+    int out_of_memory = 0;
     int64_t *fg_count = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_tasks);
     float *min_fg = (float *)malloc(sizeof(float) * (size_t)n_tasks);
     float *max_error = (float *)malloc(sizeof(float) * (size_t)n_tasks);
     float *min_positive = (float *)malloc(sizeof(float) * (size_t)n_tasks);
     if (!fg_count || !min_fg || !max_error || !min_positive) {
         free(fg_count), free(min_fg), free(max_error), free(min_positive);
+        lovasz_free(list);
+        *found = NULL;
         return 1;
     }
 #pragma omp parallel num_threads(threads)
     {
+        spill.used = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
             Task tk = task(sp, parts, t);
@@ -200,20 +251,41 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             int32_t *h = hist + t * (buckets + 1), *hf = fg_hist + t * (buckets + 1);
             memset(h, 0, sizeof(int32_t) * (size_t)(buckets + 1));
             memset(hf, 0, sizeof(int32_t) * (size_t)(buckets + 1));
-            int64_t n = 0;
+            int64_t n = 0, length = tk.hi - tk.lo;
+            char *room = spill_reserve(length * (4 + position_bytes));
+            if (!room) {
+#pragma omp atomic write
+                out_of_memory = 1;
+                kept[t] = 0;
+                continue;
+            }
+            list->owner[t] = omp_get_thread_num();
+            list->offset[t] = spill.used;
+            uint32_t *keys = (uint32_t *)room;
+            int32_t *pos32 = (int32_t *)(room + 4 * length);
+            int64_t *pos64 = (int64_t *)(room + 4 * length);
             FOR_PIXELS(sp, tk, , {
                 if (valid && e >= th) {
-                    uint32_t bucket = (error_key(e, fg) - first) >> sh;
-                    h[bucket]++;
-                    hf[bucket] += fg;
+                    uint32_t key = error_key(e, fg) - first;
+                    h[key >> sh]++;
+                    hf[key >> sh] += fg;
+                    keys[n] = key;
+                    if (position_bytes == 4)
+                        pos32[n] = (int32_t)at;
+                    else
+                        pos64[n] = at;
                     n++;
                 }
             })
             kept[t] = n;
+            /* Keys, then positions, packed: the task's room shrinks to what it kept. */
+            memmove(room + 4 * n, room + 4 * length, (size_t)(n * position_bytes));
+            spill.used += n * (4 + position_bytes);
         }
+        list->buffer[omp_get_thread_num()] = spill.data;
     }
     free(fg_count), free(min_fg), free(max_error), free(min_positive);
-    return 0;
+    return out_of_memory;
 }
 
 /* Sorts items (key << 32 | index) whose keys differ only in their low ``bits`` bits (keys are
@@ -263,8 +335,8 @@ static void sort_bucket(uint64_t *a, int64_t n, int bits, uint64_t *scratch) {
 int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *gts,
                 const float *threshold, const uint32_t *key_min, const int32_t *shift,
                 const int32_t *hist, const int32_t *fg_hist, const int64_t *kept,
-                const int64_t *offsets, void *position, int64_t position_bytes, float *grad,
-                double *losses, int threads) {
+                const int64_t *offsets, Kept *found, void *position, int64_t position_bytes,
+                float *grad, double *losses, int threads) {
     int64_t R = sp->R, n_tasks = R * parts, total = 0;
     int64_t ranges = (buckets + BUCKETS_PER_TASK - 1) / BUCKETS_PER_TASK;
     for (int64_t t = 0; t < n_tasks; t++) total += kept[t];
@@ -312,23 +384,16 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                     cursor[b] = row_first + st[b];
                     for (int64_t u = r * parts; u < t; u++) cursor[b] += hist[u * (buckets + 1) + b];
                 }
-                cursor[buckets] = total + omp_get_thread_num(); /* where dropped pixels go */
-                float th = threshold[r];
-                uint32_t first = key_min[r];
                 int32_t sh = shift[r];
                 uint32_t index = (uint32_t)(offsets[t] - row_first);
-                int32_t *pos32 = (int32_t *)position + offsets[t];
-                int64_t *pos64 = (int64_t *)position + offsets[t];
-                FOR_PIXELS(sp, tk, , {
-                    if (valid && e >= th) {
-                        uint32_t key = error_key(e, fg) - first;
-                        items[cursor[key >> sh]++] = ((uint64_t)key << 32) | index++;
-                        if (position_bytes == 4)
-                            *pos32++ = (int32_t)at;
-                        else
-                            *pos64++ = at;
-                    }
-                })
+                const char *room = found->buffer[found->owner[t]] + found->offset[t];
+                const uint32_t *keys = (const uint32_t *)room;
+                for (int64_t j = 0; j < kept[t]; j++) {
+                    uint32_t key = keys[j];
+                    items[cursor[key >> sh]++] = ((uint64_t)key << 32) | (index + (uint32_t)j);
+                }
+                memcpy((char *)position + offsets[t] * position_bytes, room + 4 * kept[t],
+                       (size_t)(kept[t] * position_bytes));
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < R * ranges; t++) {

@@ -6,6 +6,10 @@ else ``~/.cache/lovaszseg``), then loaded with ``ctypes`` — no build step at i
 PyTorch headers, about a second. OpenMP comes from the ``libgomp.so.1`` that PyTorch has already
 loaded, so both share one thread pool. Without a compiler, or with ``LOVASZSEG_NATIVE=0``, the
 losses run the pure-PyTorch path (same results; the tests run both).
+
+Each thread keeps the buffer that holds its kept pixels between the kernel's two calls from one
+call to the next (about 8 bytes per kept pixel, at most the largest call's), so that a training
+loop does not pay the page faults of a fresh buffer at every step.
 """
 
 from __future__ import annotations
@@ -103,10 +107,13 @@ def library():
             lib = ctypes.CDLL(str(_build()))
             pointer, spec = ctypes.c_void_p, ctypes.POINTER(_Spec)
             size = ctypes.c_int64
-            lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 7, ctypes.c_int]
+            lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 7, size, pointer]
+            lib.lovasz_count.argtypes += [ctypes.c_int]
             lib.lovasz_count.restype = ctypes.c_int
-            lib.lovasz_rows.argtypes = [spec, size, size, *[pointer] * 9, size, *[pointer] * 2]
+            lib.lovasz_rows.argtypes = [spec, size, size, *[pointer] * 10, size, *[pointer] * 2]
             lib.lovasz_rows.argtypes += [ctypes.c_int]
+            lib.lovasz_free.argtypes = [pointer]
+            lib.lovasz_free.restype = None
             lib.lovasz_softmax_backward.argtypes = [pointer, *[size] * 4, *[pointer] * 4, size]
             lib.lovasz_softmax_backward.argtypes += [*[pointer] * 3, ctypes.c_int]
             lib.lovasz_softmax_backward.restype = ctypes.c_int
@@ -181,26 +188,41 @@ def lovasz_rows(x, labels, rows, in_x: bool):
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
     counted = [gts, threshold, key_min, shift, hist, fg_hist, kept]
     pointers = [_pointer(t) for t in counted]
-    if lib.lovasz_count(ctypes.byref(spec), parts, buckets, *pointers, threads):
-        raise MemoryError("lovaszseg: out of memory in the CPU kernel")
-    offsets = kept.cumsum(0) - kept
-    total = int(offsets[-1] + kept[-1])
     extent = x.numel() if in_x else (1 if rows.image is not None else batch) * n_rows * size
-    position = torch.empty(total, dtype=torch.int32 if extent < 2**31 else torch.int64)
-    grad = torch.empty(total, dtype=torch.float32)
-    losses = torch.empty(n_rows, dtype=torch.float64)
-    failed = lib.lovasz_rows(
-        ctypes.byref(spec),
-        parts,
-        buckets,
-        *pointers,
-        _pointer(offsets),
-        _pointer(position),
-        position.element_size(),
-        _pointer(grad),
-        _pointer(losses),
-        threads,
-    )
+    position_dtype = torch.int32 if extent < 2**31 else torch.int64
+    position_bytes = position_dtype.itemsize
+    found = ctypes.c_void_p()  # the kept pixels, held by the kernel between its two calls
+    try:
+        if lib.lovasz_count(
+            ctypes.byref(spec),
+            parts,
+            buckets,
+            *pointers,
+            position_bytes,
+            ctypes.byref(found),
+            threads,
+        ):
+            raise MemoryError("lovaszseg: out of memory in the CPU kernel")
+        offsets = kept.cumsum(0) - kept
+        total = int(offsets[-1] + kept[-1])
+        position = torch.empty(total, dtype=position_dtype)
+        grad = torch.empty(total, dtype=torch.float32)
+        losses = torch.empty(n_rows, dtype=torch.float64)
+        failed = lib.lovasz_rows(
+            ctypes.byref(spec),
+            parts,
+            buckets,
+            *pointers,
+            _pointer(offsets),
+            found,
+            _pointer(position),
+            position_bytes,
+            _pointer(grad),
+            _pointer(losses),
+            threads,
+        )
+    finally:
+        lib.lovasz_free(found)
     if failed:
         raise MemoryError("lovaszseg: out of memory for the sort buffers of the CPU kernel")
     kept = kept.view(n_rows, parts).sum(1) if parts > 1 else kept
