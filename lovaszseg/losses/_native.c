@@ -23,7 +23,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <math.h>
+#ifdef _OPENMP
 #include <omp.h>
+#else /* built without OpenMP: one thread, the pragmas are ignored */
+static int omp_get_thread_num(void) { return 0; }
+#endif
 #include <string.h>
 
 typedef struct {

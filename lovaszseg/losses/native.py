@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_native.c")
-_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp"]
+_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared"]
+# OpenMP first; a compiler without it (Apple's clang) still builds a single-threaded kernel.
+_VARIANTS = (["-fopenmp"], [])
 
 _library = None
 _tried = False
@@ -72,28 +74,33 @@ def _compiler() -> str | None:
 
 
 def _build() -> Path:
-    """Compiles the source into the cache (atomically: a temporary file renamed into place)."""
+    """Compiles the source into the cache (atomically: a temporary file renamed into place),
+    with OpenMP if the compiler has it, else without."""
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")
-    source = _SOURCE.read_bytes()
-    tag = hashlib.sha256(source + " ".join([compiler, *_FLAGS]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"lovasz-{tag}-{platform.machine()}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        command = [*compiler.split(), *_FLAGS, str(_SOURCE), "-o", partial]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    return target
+    errors = []
+    for variant in _VARIANTS:
+        flags = [*_FLAGS, *variant]
+        source = _SOURCE.read_bytes()
+        tag = hashlib.sha256(source + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+        target = _cache_dir() / f"lovasz-{tag}-{platform.machine()}.so"
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            command = [*compiler.split(), *flags, str(_SOURCE), "-o", partial]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                os.replace(partial, target)
+                return target
+            errors.append(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    raise RuntimeError("\n".join(errors))
 
 
 def library():

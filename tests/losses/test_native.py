@@ -176,3 +176,22 @@ def test_softmax_backward_twice_with_retain_graph(kernel):
     torch.testing.assert_close(second, first, rtol=0, atol=0)
     expected = torch.autograd.grad(lovasz_softmax(logits.softmax(1), labels), logits)[0]
     torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_a_compiler_without_openmp_still_builds_the_kernel(fresh_build, monkeypatch, kernel):
+    """Apple's clang has no -fopenmp: the kernel then builds single-threaded, same results."""
+    if kernel != "native":
+        pytest.skip("builds the kernel")
+    g = torch.Generator().manual_seed(9)
+    probas = torch.randn(3, 6, 20, 20, generator=g).softmax(1)
+    labels = torch.randint(0, 6, (3, 20, 20), generator=g)
+    logits = torch.randn(3, 20, 20, generator=g)
+    expected = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
+    openmp = native.library()
+    monkeypatch.setattr(native, "_VARIANTS", ([],))
+    native._library, native._tried = None, False
+    assert native.library() is not None and native.library() is not openmp
+    assert len(list(fresh_build.glob("lovasz-*.so"))) == 2  # a second, OpenMP-free build
+    got = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
+    assert got == expected
