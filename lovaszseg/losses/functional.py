@@ -287,6 +287,55 @@ def lovasz_softmax(
     )
 
 
+def _label_counts(labels, num_classes, ignore_index, name):
+    """Checked labels [B, S] → pixel counts per (image, class) [B, C], the labels as the kernel
+    reads them (uint8 where they fit), their void label (None when no pixel is void) and the
+    number of label values.
+
+    Usually one min/max pass and one ``bincount`` of (image, label) pairs do it all: the counts,
+    the check (a count outside the classes that is not ``ignore_index``'s is an error) and
+    whether any pixel is void, which then keeps its label. Negative labels, labels of 2^15 and
+    more, or an ``ignore_index`` that is a class id take the masked path.
+    """
+    batch, device = labels.shape[0], labels.device
+    if labels.dtype == torch.bool:
+        labels = labels.to(torch.uint8)
+    low, high = (int(v) for v in torch.aminmax(labels))
+    ignore_is_class = ignore_index is not None and 0 <= ignore_index < num_classes
+    if low >= 0 and high < 2**15 and not ignore_is_class:
+        width = max(high + 1, num_classes)
+        offsets = torch.arange(batch, device=device).unsqueeze(1) * width
+        counts = torch.bincount((labels + offsets).view(-1), minlength=batch * width)
+        counts = counts.view(batch, width)
+        extra = counts[:, num_classes:].sum(0)
+        if ignore_index is not None and num_classes <= ignore_index < width:
+            void_pixels = int(extra[ignore_index - num_classes])
+            extra[ignore_index - num_classes] = 0
+        else:
+            void_pixels = 0
+        if bool(extra.any()):
+            bad = (extra.nonzero().squeeze(1)[:8] + num_classes).tolist()
+            raise ValueError(
+                f"{name}: labels contain {bad} outside [0, {num_classes})"
+                + (f" that are not ignore_index={ignore_index}" if ignore_index is not None else "")
+                + "; pass ignore_index for void pixels"
+            )
+        small = torch.uint8 if width <= 256 else torch.int32
+        void = ignore_index if void_pixels else None
+        return counts[:, :num_classes], labels.to(small), void, width
+    valid = _checked_valid(labels, num_classes, ignore_index, name)
+    # Void pixels are relabelled ``num_classes`` and counted in an extra column.
+    void = num_classes
+    column = labels.long() if valid is None else torch.where(valid, labels.long(), void)
+    offsets = torch.arange(batch, device=device).unsqueeze(1) * (num_classes + 1)
+    counts = torch.bincount((column + offsets).view(-1), minlength=batch * (num_classes + 1))
+    counts = counts.view(batch, num_classes + 1)
+    if valid is not None and device.type == "cpu" and not bool(counts[:, void].any()):
+        valid = None  # no void pixel after all: skip the masking passes
+    small = torch.uint8 if num_classes < 255 else torch.int32
+    return counts[:, :num_classes], column.to(small), None if valid is None else void, void + 1
+
+
 def _softmax_loss(
     scores, labels, classes, per_image, ignore_index, class_weights, reduction, sync, from_logits
 ):
@@ -301,20 +350,9 @@ def _softmax_loss(
     device = scores.device
     labels = _flatten_labels(labels, (batch, *scores.shape[2:]), name)
     p = scores.reshape(batch, num_classes, -1)
-    valid = _checked_valid(labels, num_classes, ignore_index, name)
+    counts, column, void, num_labels = _label_counts(labels, num_classes, ignore_index, name)
     class_ids, present_only = _class_selection(classes, num_classes, device, name)
     weights_c = _class_weights(class_weights, num_classes, device, name)
-
-    # Pixel counts per (image, class); void pixels are relabelled ``num_classes`` and counted in
-    # an extra column.
-    void = num_classes
-    column = labels.long() if valid is None else torch.where(valid, labels.long(), void)
-    offsets = torch.arange(batch, device=device).unsqueeze(1) * (num_classes + 1)
-    counts = torch.bincount((column + offsets).view(-1), minlength=batch * (num_classes + 1))
-    counts = counts.view(batch, num_classes + 1)
-    if valid is not None and device.type == "cpu" and not bool(counts[:, void].any()):
-        valid = None  # no void pixel after all: skip the masking passes
-    counts = counts[:, :num_classes]
     global_sync = sync == "global" and not per_image
     if not per_image:
         counts = counts.sum(0, keepdim=True)
@@ -323,14 +361,13 @@ def _softmax_loss(
     has_valid = counts.sum(1, keepdim=True) > 0
     counts = counts[:, class_ids]
     weights = counts > 0 if present_only else has_valid.expand_as(counts)
-    small = torch.uint8 if num_classes < 255 else torch.int32
 
     def rows(image, cls):
-        return Rows(image, cls, cls, None if valid is None else void, num_classes + 1)
+        return Rows(image, cls, cls, void, num_labels)
 
     return _class_rows_loss(
         p,
-        column.to(small),
+        column,
         weights,
         weights_c,
         class_ids,
