@@ -303,9 +303,12 @@ def main() -> None:
         "processes": processes,
         "rounds": rounds,
         "torch": torch.__version__,
+        "lovaszseg_kernel": "pytorch" if os.environ.get("LOVASZSEG_NATIVE") == "0" else "c",
         "rows": rows,
     }
     suffix = ("_quick" if args.quick else "") + ("_only" if args.only else "")
+    if os.environ.get("LOVASZSEG_NATIVE") == "0":  # the pure-PyTorch path of the losses
+        suffix += "_pytorch_path"
     out = args.out or Path(__file__).parent / "results" / f"bench_losses_{args.device}{suffix}.json"
     _write_atomic(out, payload)
     print(f"wrote {out}")

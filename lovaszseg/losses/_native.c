@@ -42,7 +42,6 @@ typedef struct {
     const float *sign;      /* [R] +1 / -1, or NULL */
     double offset;          /* errors: (1 + offset) - t on the foreground, t elsewhere, t = s x + offset */
     int64_t void_label;     /* label of pixels that take no part, or -1 */
-    int64_t in_x;           /* positions in x [B, C, S] (1) or in the rows' [G, R, S] layout (0) */
 } Spec;
 
 typedef struct {
@@ -50,7 +49,7 @@ typedef struct {
     const uint8_t *l8;
     const int32_t *l32;
     int64_t n;         /* pixels in the block */
-    int64_t position;  /* position of the block's first pixel in the output layout */
+    int64_t position;  /* position of the block's first pixel in x */
     int64_t target, void_label;
     float sign, offset, fg_offset;
 } Block;
@@ -66,7 +65,7 @@ static Block block(const Spec *sp, int64_t r, int64_t g) {
     bl.l8 = sp->label_bytes == 1 ? (const uint8_t *)sp->labels + at : NULL;
     bl.l32 = sp->label_bytes == 4 ? (const int32_t *)sp->labels + at : NULL;
     bl.n = sp->S;
-    bl.position = sp->in_x ? plane : (g * sp->R + r) * sp->S;
+    bl.position = plane;
     bl.target = sp->dense ? 1 : sp->target[r];
     bl.void_label = sp->void_label;
     bl.sign = sp->sign ? sp->sign[r] : 1.0f;

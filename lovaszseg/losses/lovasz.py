@@ -401,7 +401,7 @@ class _LovaszExtension(torch.autograd.Function):
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
             xd = probas = torch.softmax(xd, dim=1)
         if compact and not sync and native.usable(xd, rows):
-            result = native.lovasz_rows(xd, y, rows, in_x=True)
+            result = native.lovasz_rows(xd, y, rows)
             if result is not None:  # position, grad: each row's kept pixels in turn
                 losses, position, grad, kept = result
                 ctx.save_for_backward(position, grad, kept, probas, x if softmax else None)

@@ -55,7 +55,6 @@ class _Spec(ctypes.Structure):
         ("sign", ctypes.c_void_p),
         ("offset", ctypes.c_double),
         ("void_label", ctypes.c_int64),
-        ("in_x", ctypes.c_int64),
     ]
 
 
@@ -139,14 +138,13 @@ def _pointer(tensor: torch.Tensor | None):
     return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())
 
 
-def lovasz_rows(x, labels, rows, in_x: bool):
+def lovasz_rows(x, labels, rows):
     """Row losses (float64 [R]) of float32 ``x`` [B, C, S] and the kept pixels' gradients.
 
     ``labels`` are [B, S] (or [B, 1, S]) labels when ``rows.target`` is set, else [B, C, S] 0/1
-    targets. Returns ``(losses, position, grad, kept)``: the kept pixels' positions (in ``x``, or
-    in the rows' [G, R, S] layout when not ``in_x``) and gradients of their row's loss with
-    respect to their error, row after row, each row's in position order; ``kept`` [R] counts
-    them. None when the kernel is unavailable.
+    targets. Returns ``(losses, position, grad, kept)``: the kept pixels' positions in ``x`` and
+    the gradients of their row's loss with respect to their error, row after row, each row's in
+    position order; ``kept`` [R] counts them. None when the kernel is unavailable.
     """
     lib = library()
     if lib is None:
@@ -180,7 +178,6 @@ def lovasz_rows(x, labels, rows, in_x: bool):
         None if rows.sign is None else _keep_float(rows.sign, keep).data_ptr(),
         float(rows.offset),
         -1 if rows.void is None else int(rows.void),
-        int(in_x),
     )
     threads = torch.get_num_threads()
     parts = 1 if n_rows >= threads else min(-(-threads // n_rows), 64)  # keep every thread busy
@@ -195,8 +192,7 @@ def lovasz_rows(x, labels, rows, in_x: bool):
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
     counted = [gts, threshold, key_min, shift, hist, fg_hist, kept]
     pointers = [_pointer(t) for t in counted]
-    extent = x.numel() if in_x else (1 if rows.image is not None else batch) * n_rows * size
-    position_dtype = torch.int32 if extent < 2**31 else torch.int64
+    position_dtype = torch.int32 if x.numel() < 2**31 else torch.int64
     position_bytes = position_dtype.itemsize
     found = ctypes.c_void_p()  # the kept pixels, held by the kernel between its two calls
     try:
@@ -254,9 +250,9 @@ def usable(x: torch.Tensor, rows) -> bool:
 
 
 def softmax_backward(probas, rows, kept, position, grad, weights, in_place=False):
-    """The logits' gradient [B, C, S] from the rows' kept-pixel gradients (``lovasz_rows`` with
-    ``in_x``) scaled by ``weights`` [R], through the softmax whose output is ``probas``; written
-    over ``probas`` itself with ``in_place`` (then ``probas`` is spent)."""
+    """The logits' gradient [B, C, S] from the rows' kept-pixel gradients (``lovasz_rows``)
+    scaled by ``weights`` [R], through the softmax whose output is ``probas``; written over
+    ``probas`` itself with ``in_place`` (then ``probas`` is spent)."""
     lib = library()
     batch, channels, size = probas.shape
     keep = []
