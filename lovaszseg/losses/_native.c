@@ -91,7 +91,7 @@ static Task task(const Spec *sp, int64_t parts, int64_t t) {
 }
 
 /* Runs BODY for every pixel of the task, with its error ``e``, ``fg`` and ``valid`` (0 for a void
- * pixel) and ``at`` (its position in the output layout) defined, in a loop specialised for the
+ * pixel) and ``at`` (its position in x) defined, in a loop specialised for the
  * labels' type and written without branches, so that the compiler can vectorise it (LOOP is
  * an optional ``_Pragma``). Foreground pixels are never void. */
 #define PIXEL_LOOP(LABELS, LOOP, BODY)                                             \
