@@ -543,3 +543,65 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
     }
     return failed;
 }
+
+/* exp(x) for x <= 0 (Cephes' expf: Cody-Waite reduction and a degree-6 polynomial, within a
+ * few ulp), flushed to 0 below the smallest normal float; branch-free so that it vectorises. */
+static inline float exp_nonpositive(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds */
+    float tiny = x < -87.33654f;
+    x = x < -87.33654f ? -87.33654f : x;
+    float n = (x * 1.44269504089f + magic) - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return tiny ? 0.0f : p * scale;
+}
+
+#define SOFTMAX_CHUNK 256
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default"), optimize("no-trapping-math")))
+#endif
+static void softmax_chunk(const float *x, float *out, int64_t C, int64_t S, int64_t n) {
+    float top[SOFTMAX_CHUNK], sum[SOFTMAX_CHUNK];
+    for (int64_t i = 0; i < n; i++) top[i] = x[i], sum[i] = 0.0f;
+    for (int64_t c = 1; c < C; c++) {
+        const float *xc = x + c * S;
+        for (int64_t i = 0; i < n; i++) top[i] = xc[i] > top[i] ? xc[i] : top[i];
+    }
+    for (int64_t c = 0; c < C; c++) {
+        const float *xc = x + c * S;
+        float *oc = out + c * S;
+        for (int64_t i = 0; i < n; i++) {
+            float v = exp_nonpositive(xc[i] - top[i]);
+            oc[i] = v;
+            sum[i] += v;
+        }
+    }
+    for (int64_t i = 0; i < n; i++) sum[i] = 1.0f / sum[i];
+    for (int64_t c = 0; c < C; c++) {
+        float *oc = out + c * S;
+        for (int64_t i = 0; i < n; i++) oc[i] *= sum[i];
+    }
+}
+
+/* Softmax over the channels of x [B, C, S] (finite values), SOFTMAX_CHUNK pixels at a time so
+ * that every channel's slice stays in cache: x read twice from cache, out written once. */
+void lovasz_softmax(const float *x, float *out, int64_t B, int64_t C, int64_t S, int threads) {
+    int64_t chunks = (S + SOFTMAX_CHUNK - 1) / SOFTMAX_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t t = 0; t < B * chunks; t++) {
+        int64_t b = t / chunks, s0 = (t % chunks) * SOFTMAX_CHUNK;
+        int64_t n = S - s0 < SOFTMAX_CHUNK ? S - s0 : SOFTMAX_CHUNK;
+        softmax_chunk(x + b * C * S + s0, out + b * C * S + s0, C, S, n);
+    }
+}

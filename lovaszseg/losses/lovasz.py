@@ -399,7 +399,8 @@ class _LovaszExtension(torch.autograd.Function):
         xd = x.to(dtype).contiguous()
         probas = None
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
-            xd = probas = torch.softmax(xd, dim=1)
+            use_native = compact and not sync and native.usable(xd, rows)
+            xd = probas = native.softmax(xd) if use_native else torch.softmax(xd, dim=1)
         if compact and not sync and native.usable(xd, rows):
             result = native.lovasz_rows(xd, y, rows)
             if result is not None:  # position, grad: each row's kept pixels in turn
@@ -487,7 +488,7 @@ class _LovaszExtension(torch.autograd.Function):
             # memory directly, so autograd's version check is not tripped); another one (with
             # retain_graph) recomputes them.
             if getattr(ctx, "probas_spent", False):
-                probas = torch.softmax(logits.to(probas.dtype), dim=1)
+                probas = native.softmax(logits.to(probas.dtype).contiguous())
             grad = native.softmax_backward(
                 probas, rows, block_counts, position, values, weights, in_place=True
             )

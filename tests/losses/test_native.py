@@ -195,3 +195,19 @@ def test_a_compiler_without_openmp_still_builds_the_kernel(fresh_build, monkeypa
     assert len(list(fresh_build.glob("lovasz-*.so"))) == 2  # a second, OpenMP-free build
     got = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
     assert got == expected
+
+
+@pytest.mark.parametrize("shape", [(2, 21, 1000), (3, 1, 300), (1, 150, 513)])
+def test_the_kernels_softmax_is_as_accurate_as_atens(kernel, shape):
+    """LovaszSoftmaxLoss's probabilities come from the kernel's own softmax (a vectorised exp):
+    against float64, no further off than torch.softmax in float32, extreme logits included."""
+    if kernel != "native":
+        pytest.skip("tests the kernel")
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(shape, generator=g) * 8
+    x.view(-1)[:50] = torch.tensor([-1e4, 1e4, 88.0, -88.0, 0.0] * 10)
+    exact = torch.softmax(x.double(), 1)
+    ours = native.softmax(x.contiguous()).double()
+    aten = torch.softmax(x, 1).double()
+    assert (ours - exact).abs().max() <= 2 * (aten - exact).abs().max() + 1e-7
+    torch.testing.assert_close(ours.sum(1), torch.ones_like(ours.sum(1)), rtol=0, atol=1e-5)
