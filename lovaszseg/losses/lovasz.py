@@ -19,10 +19,11 @@ every row of a call at once:
   and chains its backward through the rows' sparse gradient (no dense probability gradient).
 
 On CPU, float32 calls (every dtype but float64) run the same recipe fused in C (``native``,
-``_native.c``: per row, a statistics pass, a bucket histogram, one scatter into buckets of the
-row's key range and small in-cache sorts swept in parallel), and ``LovaszSoftmaxLoss``'s backward
-too; the PyTorch code below is the fallback without a C compiler, the float64 path (gradcheck),
-the ``sync="global"`` path and the reference the tests hold the C kernel to.
+``_native.c``: per row, a statistics pass, a pass that keeps pixels and counts them in buckets of
+the row's key range, one scatter into the buckets and small in-cache sorts swept in parallel),
+and ``LovaszSoftmaxLoss``'s softmax and backward too. The PyTorch code below is the fallback
+without a C compiler, the float64 path (gradcheck), the ``sync="global"`` path and the
+reference the tests hold the C kernel to.
 On CUDA the dropping and the row selection are done by masking instead of compaction, so a call
 makes no host synchronisation beyond the label check. The public losses are in ``functional``.
 """
