@@ -175,7 +175,7 @@ void lovasz_free(Kept *kept) {
  * their sum. */
 int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, float *threshold,
                  uint32_t *key_min, int32_t *shift, int32_t *hist, int32_t *fg_hist,
-                 int64_t *kept, int64_t position_bytes, Kept **found, int threads) {
+                 int64_t *kept, Kept **found, int threads) {
     int64_t n_tasks = sp->R * parts;
     Kept *list = (Kept *)calloc(1, sizeof(Kept));
     if (list) {
@@ -250,12 +250,11 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             float th = threshold[tk.row];
             uint32_t first = key_min[tk.row];
             int32_t sh = shift[tk.row];
-            /* Pixels that are not kept go to an extra last bucket: no branch to mispredict. */
-            int32_t *h = hist + t * (buckets + 1), *hf = fg_hist + t * (buckets + 1);
-            memset(h, 0, sizeof(int32_t) * (size_t)(buckets + 1));
-            memset(hf, 0, sizeof(int32_t) * (size_t)(buckets + 1));
+            int32_t *h = hist + t * buckets, *hf = fg_hist + t * buckets;
+            memset(h, 0, sizeof(int32_t) * (size_t)buckets);
+            memset(hf, 0, sizeof(int32_t) * (size_t)buckets);
             int64_t n = 0, length = tk.hi - tk.lo;
-            char *room = spill_reserve(length * (4 + position_bytes));
+            char *room = spill_reserve(length * 8);
             if (!room) {
 #pragma omp atomic write
                 out_of_memory = 1;
@@ -265,25 +264,21 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             list->owner[t] = omp_get_thread_num();
             list->offset[t] = spill.used;
             uint32_t *keys = (uint32_t *)room;
-            int32_t *pos32 = (int32_t *)(room + 4 * length);
-            int64_t *pos64 = (int64_t *)(room + 4 * length);
+            int32_t *positions = (int32_t *)(room + 4 * length);
             FOR_PIXELS(sp, tk, , {
                 if (valid && e >= th) {
                     uint32_t key = error_key(e, fg) - first;
                     h[key >> sh]++;
                     hf[key >> sh] += fg;
                     keys[n] = key;
-                    if (position_bytes == 4)
-                        pos32[n] = (int32_t)at;
-                    else
-                        pos64[n] = at;
+                    positions[n] = (int32_t)at;
                     n++;
                 }
             })
             kept[t] = n;
             /* Keys, then positions, packed: the task's room shrinks to what it kept. */
-            memmove(room + 4 * n, room + 4 * length, (size_t)(n * position_bytes));
-            spill.used += n * (4 + position_bytes);
+            memmove(room + 4 * n, room + 4 * length, (size_t)(n * 4));
+            spill.used += n * 8;
         }
         list->buffer[omp_get_thread_num()] = spill.data;
     }
@@ -326,6 +321,17 @@ static void sort_bucket(uint64_t *a, int64_t n, int bits, uint64_t *scratch) {
     if (src != a) memcpy(a, src, sizeof(uint64_t) * (size_t)n);
 }
 
+/* Inside a parallel region, after each thread's allocations: records a failed one and waits for
+ * every thread; all threads then agree whether to go on. */
+static int all_allocated(int ok, int *failed) {
+    if (!ok) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+#pragma omp barrier
+    return !*failed;
+}
+
 #define BUCKETS_PER_TASK 64
 
 /* kept, offsets [R * parts]: each task's kept pixels and where they start in position / grad
@@ -336,9 +342,9 @@ static void sort_bucket(uint64_t *a, int64_t n, int bits, uint64_t *scratch) {
  * gradient (with respect to its error) is the change it makes, negated on the foreground.
  * Partial losses are summed in float64, in a fixed order. Returns 1 when out of memory. */
 int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *gts,
-                const float *threshold, const uint32_t *key_min, const int32_t *shift,
+                const uint32_t *key_min, const int32_t *shift,
                 const int32_t *hist, const int32_t *fg_hist, const int64_t *kept,
-                const int64_t *offsets, Kept *found, void *position, int64_t position_bytes,
+                const int64_t *offsets, Kept *found, int32_t *position,
                 float *grad, double *losses, int threads) {
     int64_t R = sp->R, n_tasks = R * parts, total = 0;
     int64_t ranges = (buckets + BUCKETS_PER_TASK - 1) / BUCKETS_PER_TASK;
@@ -360,8 +366,8 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
         for (int64_t b = 0; b < buckets; b++) {
             int64_t n = 0, f = 0;
             for (int64_t t = r * parts; t < (r + 1) * parts; t++) {
-                n += hist[t * (buckets + 1) + b];
-                f += fg_hist[t * (buckets + 1) + b];
+                n += hist[t * buckets + b];
+                f += fg_hist[t * buckets + b];
             }
             st[b + 1] = st[b] + n, fs[b + 1] = fs[b] + f;
             if (n > largest) largest = n;
@@ -370,14 +376,9 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        int64_t *cursor = (int64_t *)malloc(sizeof(int64_t) * (size_t)(buckets + 1));
+        int64_t *cursor = (int64_t *)malloc(sizeof(int64_t) * (size_t)buckets);
         uint64_t *scratch = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(largest + 1));
-        if (!cursor || !scratch) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp barrier
-        if (!failed) {
+        if (all_allocated(cursor && scratch, &failed)) {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < n_tasks; t++) {
                 Task tk = task(sp, parts, t);
@@ -385,7 +386,7 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                 const int64_t *st = start + r * (buckets + 1);
                 for (int64_t b = 0; b < buckets; b++) {
                     cursor[b] = row_first + st[b];
-                    for (int64_t u = r * parts; u < t; u++) cursor[b] += hist[u * (buckets + 1) + b];
+                    for (int64_t u = r * parts; u < t; u++) cursor[b] += hist[u * buckets + b];
                 }
                 int32_t sh = shift[r];
                 uint32_t index = (uint32_t)(offsets[t] - row_first);
@@ -395,8 +396,7 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                     uint32_t key = keys[j];
                     items[cursor[key >> sh]++] = ((uint64_t)key << 32) | (index + (uint32_t)j);
                 }
-                memcpy((char *)position + offsets[t] * position_bytes, room + 4 * kept[t],
-                       (size_t)(kept[t] * position_bytes));
+                memcpy(position + offsets[t], room + 4 * kept[t], sizeof(int32_t) * (size_t)kept[t]);
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < R * ranges; t++) {
@@ -445,13 +445,10 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
 }
 
 /* First index in [lo, hi) of an increasing position array whose value is >= value. */
-static int64_t lower_bound(const void *position, int position_bytes, int64_t lo, int64_t hi,
-                           int64_t value) {
+static int64_t lower_bound(const int32_t *position, int64_t lo, int64_t hi, int64_t value) {
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        int64_t at = position_bytes == 4 ? ((const int32_t *)position)[mid]
-                                         : ((const int64_t *)position)[mid];
-        if (at < value)
+        if (position[mid] < value)
             lo = mid + 1;
         else
             hi = mid;
@@ -472,7 +469,7 @@ static int64_t lower_bound(const void *position, int position_bytes, int64_t lo,
  * p is overwritten), which spares a fresh buffer the size of p. */
 int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int64_t R,
                             const int64_t *image, const int64_t *channel, const int64_t *row_start,
-                            const void *position, int64_t position_bytes, const float *grad,
+                            const int32_t *position, const float *grad,
                             const float *weight, float *out, int threads) {
     int64_t chunks = (S + CHUNK - 1) / CHUNK, n_tasks = B * chunks;
     int failed = 0;
@@ -482,12 +479,7 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
         int64_t *lo = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * R + 1)), *hi = lo + R;
         float *gp = NULL;
         int64_t capacity = 0;
-        if (!dot || !lo) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp barrier
-        if (!failed) {
+        if (all_allocated(dot && lo, &failed)) {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < n_tasks; t++) {
                 int64_t b = t / chunks, s0 = (t % chunks) * CHUNK;
@@ -496,10 +488,8 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
                     lo[r] = hi[r] = 0;
                     if (image && image[r] != b) continue;
                     int64_t first = (b * C + channel[r]) * S + s0;
-                    lo[r] = lower_bound(position, (int)position_bytes, row_start[r],
-                                        row_start[r + 1], first);
-                    hi[r] = lower_bound(position, (int)position_bytes, lo[r], row_start[r + 1],
-                                        first + n);
+                    lo[r] = lower_bound(position, row_start[r], row_start[r + 1], first);
+                    hi[r] = lower_bound(position, lo[r], row_start[r + 1], first + n);
                     needed += hi[r] - lo[r];
                 }
                 if (needed > capacity) {
@@ -519,8 +509,7 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
                     float w = weight[r];
                     int64_t first = (b * C + channel[r]) * S + s0;
                     for (int64_t k = lo[r]; k < hi[r]; k++, j++) {
-                        int64_t at = position_bytes == 4 ? ((const int32_t *)position)[k]
-                                                         : ((const int64_t *)position)[k];
+                        int64_t at = position[k];
                         gp[j] = w * grad[k] * p[at];
                         dot[at - first] += gp[j];
                     }
@@ -533,8 +522,7 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
                 j = 0;
                 for (int64_t r = 0; r < R; r++)
                     for (int64_t k = lo[r]; k < hi[r]; k++, j++) {
-                        int64_t at = position_bytes == 4 ? ((const int32_t *)position)[k]
-                                                         : ((const int64_t *)position)[k];
+                        int64_t at = position[k];
                         out[at] += gp[j];
                     }
             }

@@ -46,17 +46,21 @@ def _flatten_labels(labels, batch_shape, name):
     return labels.reshape(labels.shape[0], -1)
 
 
+def _label_error(name, what, values, num_classes, ignore_index):
+    return ValueError(
+        f"{name}: {what} contain {values} outside [0, {num_classes})"
+        + (f" that are not ignore_index={ignore_index}" if ignore_index is not None else "")
+        + "; pass ignore_index for void pixels"
+    )
+
+
 def _check_label_values(labels, valid, num_classes, ignore_index, name, what="labels"):
     bad = (labels < 0) | (labels >= num_classes)
     if valid is not None:
         bad &= valid
     if bool(bad.any()):
         values = torch.unique(labels[bad])[:8].tolist()
-        raise ValueError(
-            f"{name}: {what} contain {values} outside [0, {num_classes})"
-            + (f" that are not ignore_index={ignore_index}" if ignore_index is not None else "")
-            + "; pass ignore_index for void pixels"
-        )
+        raise _label_error(name, what, values, num_classes, ignore_index)
 
 
 def _checked_valid(labels, num_classes, ignore_index, name, what="labels"):
@@ -315,11 +319,7 @@ def _label_counts(labels, num_classes, ignore_index, name):
             void_pixels = 0
         if bool(extra.any()):
             bad = (extra.nonzero().squeeze(1)[:8] + num_classes).tolist()
-            raise ValueError(
-                f"{name}: labels contain {bad} outside [0, {num_classes})"
-                + (f" that are not ignore_index={ignore_index}" if ignore_index is not None else "")
-                + "; pass ignore_index for void pixels"
-            )
+            raise _label_error(name, "labels", bad, num_classes, ignore_index)
         small = torch.uint8 if width <= 256 else torch.int32
         void = ignore_index if void_pixels else None
         return counts[:, :num_classes], labels.to(small), void, width

@@ -399,10 +399,10 @@ class _LovaszExtension(torch.autograd.Function):
         dtype = compute_dtype(x)
         xd = x.to(dtype).contiguous()
         probas = None
+        use_native = compact and not sync and native.usable(xd, rows)
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
-            use_native = compact and not sync and native.usable(xd, rows)
             xd = probas = native.softmax(xd) if use_native else torch.softmax(xd, dim=1)
-        if compact and not sync and native.usable(xd, rows):
+        if use_native:
             result = native.lovasz_rows(xd, y, rows)
             if result is not None:  # position, grad: each row's kept pixels in turn
                 losses, position, grad, kept = result
@@ -490,9 +490,7 @@ class _LovaszExtension(torch.autograd.Function):
             # retain_graph) recomputes them.
             if getattr(ctx, "probas_spent", False):
                 probas = native.softmax(logits.to(probas.dtype).contiguous())
-            grad = native.softmax_backward(
-                probas, rows, block_counts, position, values, weights, in_place=True
-            )
+            grad = native.softmax_backward(probas, rows, block_counts, position, values, weights)
             ctx.probas_spent = True
             return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None, None
         if n_rows == 1:

@@ -114,15 +114,13 @@ def library():
             lib = ctypes.CDLL(str(_build()))
             pointer, spec = ctypes.c_void_p, ctypes.POINTER(_Spec)
             size = ctypes.c_int64
-            lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 7, size, pointer]
-            lib.lovasz_count.argtypes += [ctypes.c_int]
+            lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 8, ctypes.c_int]
             lib.lovasz_count.restype = ctypes.c_int
-            lib.lovasz_rows.argtypes = [spec, size, size, *[pointer] * 10, size, *[pointer] * 2]
-            lib.lovasz_rows.argtypes += [ctypes.c_int]
+            lib.lovasz_rows.argtypes = [spec, size, size, *[pointer] * 11, ctypes.c_int]
             lib.lovasz_free.argtypes = [pointer]
             lib.lovasz_free.restype = None
-            lib.lovasz_softmax_backward.argtypes = [pointer, *[size] * 4, *[pointer] * 4, size]
-            lib.lovasz_softmax_backward.argtypes += [*[pointer] * 3, ctypes.c_int]
+            lib.lovasz_softmax_backward.argtypes = [pointer, *[size] * 4, *[pointer] * 7]
+            lib.lovasz_softmax_backward.argtypes += [ctypes.c_int]
             lib.lovasz_softmax_backward.restype = ctypes.c_int
             lib.lovasz_softmax.argtypes = [pointer, pointer, *[size] * 3, ctypes.c_int]
             lib.lovasz_softmax.restype = None
@@ -141,6 +139,20 @@ def _pointer(tensor: torch.Tensor | None):
     return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())
 
 
+class _Pinned:
+    """Converts tensors for the kernel and keeps them referenced until its calls return."""
+
+    def __init__(self):
+        self.tensors = []
+
+    def __call__(self, tensor: torch.Tensor | None, dtype: torch.dtype):
+        if tensor is None:
+            return None
+        tensor = tensor.to(dtype).contiguous()
+        self.tensors.append(tensor)
+        return _pointer(tensor)
+
+
 def lovasz_rows(x, labels, rows):
     """Row losses (float64 [R]) of float32 ``x`` [B, C, S] and the kept pixels' gradients.
 
@@ -157,28 +169,21 @@ def lovasz_rows(x, labels, rows):
     labels = labels.reshape(batch, channels if dense else 1, size)
     if labels.dtype not in (torch.uint8, torch.int32):
         labels = labels.to(torch.int32)
-    labels = labels.contiguous()
-    keep = [x, labels]  # referenced until the calls return
+    pin = _Pinned()
     n_rows = rows.channel.numel()
-
-    def longs(t):
-        t = t.to(torch.int64).contiguous()
-        keep.append(t)
-        return t
-
     spec = _Spec(
-        x.data_ptr(),
-        labels.data_ptr(),
+        pin(x, torch.float32),
+        pin(labels, labels.dtype),
         labels.element_size(),
         int(dense),
         batch,
         channels,
         size,
         n_rows,
-        None if rows.image is None else longs(rows.image).data_ptr(),
-        longs(rows.channel).data_ptr(),
-        None if dense else longs(rows.target).data_ptr(),
-        None if rows.sign is None else _keep_float(rows.sign, keep).data_ptr(),
+        pin(rows.image, torch.int64),
+        pin(rows.channel, torch.int64),
+        None if dense else pin(rows.target, torch.int64),
+        pin(rows.sign, torch.float32),
         float(rows.offset),
         -1 if rows.void is None else int(rows.void),
     )
@@ -190,39 +195,36 @@ def lovasz_rows(x, labels, rows):
     threshold = torch.empty(n_rows, dtype=torch.float32)
     key_min = torch.empty(n_rows, dtype=torch.int32)
     shift = torch.empty(n_rows, dtype=torch.int32)
-    hist = torch.empty(n_rows * parts, buckets + 1, dtype=torch.int32)  # + the dropped
+    hist = torch.empty(n_rows * parts, buckets, dtype=torch.int32)
     fg_hist = torch.empty_like(hist)
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
-    counted = [gts, threshold, key_min, shift, hist, fg_hist, kept]
-    pointers = [_pointer(t) for t in counted]
-    position_dtype = torch.int32 if x.numel() < 2**31 else torch.int64
-    position_bytes = position_dtype.itemsize
+    per_row = [_pointer(t) for t in (gts, key_min, shift, hist, fg_hist, kept)]  # both calls
     found = ctypes.c_void_p()  # the kept pixels, held by the kernel between its two calls
     try:
         if lib.lovasz_count(
             ctypes.byref(spec),
             parts,
             buckets,
-            *pointers,
-            position_bytes,
+            per_row[0],
+            _pointer(threshold),
+            *per_row[1:],
             ctypes.byref(found),
             threads,
         ):
             raise MemoryError("lovaszseg: out of memory in the CPU kernel")
         offsets = kept.cumsum(0) - kept
         total = int(offsets[-1] + kept[-1])
-        position = torch.empty(total, dtype=position_dtype)
+        position = torch.empty(total, dtype=torch.int32)  # usable(): x has < 2^31 elements
         grad = torch.empty(total, dtype=torch.float32)
         losses = torch.empty(n_rows, dtype=torch.float64)
         failed = lib.lovasz_rows(
             ctypes.byref(spec),
             parts,
             buckets,
-            *pointers,
+            *per_row,
             _pointer(offsets),
             found,
             _pointer(position),
-            position_bytes,
             _pointer(grad),
             _pointer(losses),
             threads,
@@ -233,12 +235,6 @@ def lovasz_rows(x, labels, rows):
         raise MemoryError("lovaszseg: out of memory for the sort buffers of the CPU kernel")
     kept = kept.view(n_rows, parts).sum(1) if parts > 1 else kept
     return losses, position, grad, kept
-
-
-def _keep_float(t, keep):
-    t = t.to(torch.float32).contiguous()
-    keep.append(t)
-    return t
 
 
 def usable(x: torch.Tensor, rows) -> bool:
@@ -252,41 +248,31 @@ def usable(x: torch.Tensor, rows) -> bool:
     )
 
 
-def softmax_backward(probas, rows, kept, position, grad, weights, in_place=False):
+def softmax_backward(probas, rows, kept, position, grad, weights):
     """The logits' gradient [B, C, S] from the rows' kept-pixel gradients (``lovasz_rows``)
-    scaled by ``weights`` [R], through the softmax whose output is ``probas``; written over
-    ``probas`` itself with ``in_place`` (then ``probas`` is spent)."""
+    scaled by ``weights`` [R], through the softmax whose output is ``probas``: written over
+    ``probas`` itself, which is then spent."""
     lib = library()
     batch, channels, size = probas.shape
-    keep = []
-
-    def longs(t):
-        t = t.to(torch.int64).contiguous()
-        keep.append(t)
-        return t
-
-    row_start = longs(torch.cat([kept.new_zeros(1), kept.cumsum(0)]))
-    out = probas if in_place else torch.empty_like(probas)
-    weights = _keep_float(weights, keep)
+    pin = _Pinned()
     failed = lib.lovasz_softmax_backward(
         _pointer(probas),
         batch,
         channels,
         size,
         rows.channel.numel(),
-        _pointer(None if rows.image is None else longs(rows.image)),
-        _pointer(longs(rows.channel)),
-        _pointer(row_start),
+        pin(rows.image, torch.int64),
+        pin(rows.channel, torch.int64),
+        pin(torch.cat([kept.new_zeros(1), kept.cumsum(0)]), torch.int64),
         _pointer(position),
-        position.element_size(),
         _pointer(grad),
-        _pointer(weights),
-        _pointer(out),
+        pin(weights, torch.float32),
+        _pointer(probas),
         torch.get_num_threads(),
     )
     if failed:
         raise MemoryError("lovaszseg: out of memory in the CPU kernel's softmax backward")
-    return out
+    return probas
 
 
 def softmax(x: torch.Tensor) -> torch.Tensor:
@@ -299,4 +285,3 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     lib.lovasz_softmax(_pointer(x), _pointer(out), *x.shape, torch.get_num_threads())
     return out
-
