@@ -25,9 +25,7 @@
 #include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
-#else /* built without OpenMP: one thread, the pragmas are ignored */
-static int omp_get_thread_num(void) { return 0; }
-#endif
+#endif /* without OpenMP the pragmas are ignored: one thread */
 #include <string.h>
 
 typedef struct {
@@ -133,37 +131,46 @@ static inline float key_error(uint32_t key) {
     return e;
 }
 
-/* Each thread appends the kept pixels of its tasks (keys, then positions) to a buffer of its
- * own that outlives the call: it grows to the largest call's needs and is then reused, so that a
- * training loop does not pay the page faults of fresh buffers at every step. */
+/* The kept pixels of every task, as lovasz_count found them, for lovasz_rows: task t's keys,
+ * then positions, in pixel order, in room[t]. Every buffer belongs to the call (the caller frees
+ * the list with lovasz_free): nothing is kept between calls or tied to a thread. */
 typedef struct {
-    char *data;
-    int64_t capacity, used;
-} Spill;
-
-static _Thread_local Spill spill;
-
-static char *spill_reserve(int64_t bytes) {
-    if (spill.used + bytes > spill.capacity) {
-        int64_t capacity = 2 * (spill.used + bytes);
-        char *data = (char *)realloc(spill.data, (size_t)capacity);
-        if (!data) return NULL;
-        spill.data = data, spill.capacity = capacity;
-    }
-    return spill.data + spill.used;
-}
-
-/* The kept pixels of every task, as lovasz_count found them, for lovasz_rows: task t's keys and
- * positions, in pixel order, are in the spill buffer of thread owner[t], from offset[t]. */
-typedef struct {
-    int *owner;
-    int64_t *offset;
-    char **buffer; /* [threads]: each thread's spill buffer once the call is done */
+    int64_t n_tasks;
+    char **room;
 } Kept;
 
 void lovasz_free(Kept *kept) {
     if (!kept) return;
-    free(kept->owner), free(kept->offset), free(kept->buffer), free(kept);
+    if (kept->room)
+        for (int64_t t = 0; t < kept->n_tasks; t++) free(kept->room[t]);
+    free(kept->room), free(kept);
+}
+
+/* The version of the interface below (the Spec layout and every exported signature): native.py
+ * refuses a library whose number differs from its own, and rebuilds it. */
+#define LOVASZ_ABI 2
+#ifndef LOVASZ_SOURCE_HASH
+#define LOVASZ_SOURCE_HASH "unknown"
+#endif
+
+int lovasz_abi(void) { return LOVASZ_ABI; }
+
+/* The hash of the source this library was built from (set by the build), so that a library
+ * built from an older source is never taken for this one. */
+const char *lovasz_source_hash(void) { return LOVASZ_SOURCE_HASH; }
+
+/* The number of threads a parallel region of ``threads`` gets: what the tests read to check
+ * that torch.set_num_threads bounds the kernel. */
+int lovasz_team_size(int threads) {
+    int size = 1;
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+#pragma omp single
+        size = omp_get_num_threads();
+#endif
+    }
+    return size;
 }
 
 /* Per row: the foreground count, the keep threshold — the smallest foreground error, or the
@@ -179,11 +186,10 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
     int64_t n_tasks = sp->R * parts;
     Kept *list = (Kept *)calloc(1, sizeof(Kept));
     if (list) {
-        list->owner = (int *)malloc(sizeof(int) * (size_t)n_tasks);
-        list->offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_tasks);
-        list->buffer = (char **)calloc((size_t)threads, sizeof(char *));
+        list->n_tasks = n_tasks;
+        list->room = (char **)calloc((size_t)(n_tasks > 0 ? n_tasks : 1), sizeof(char *));
     }
-    if (!list || !list->owner || !list->offset || !list->buffer) {
+    if (!list || !list->room) {
         lovasz_free(list);
         return 1;
     }
@@ -201,7 +207,6 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
     }
 #pragma omp parallel num_threads(threads)
     {
-        spill.used = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tasks; t++) {
             Task tk = task(sp, parts, t);
@@ -254,15 +259,15 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             memset(h, 0, sizeof(int32_t) * (size_t)buckets);
             memset(hf, 0, sizeof(int32_t) * (size_t)buckets);
             int64_t n = 0, length = tk.hi - tk.lo;
-            char *room = spill_reserve(length * 8);
+            /* At least one slot: an empty part (a row shorter than its parts) is ordinary. */
+            char *room = (char *)malloc((size_t)(length > 0 ? length : 1) * 8);
+            list->room[t] = room;
+            kept[t] = 0;
             if (!room) {
 #pragma omp atomic write
                 out_of_memory = 1;
-                kept[t] = 0;
                 continue;
             }
-            list->owner[t] = omp_get_thread_num();
-            list->offset[t] = spill.used;
             uint32_t *keys = (uint32_t *)room;
             int32_t *positions = (int32_t *)(room + 4 * length);
             FOR_PIXELS(sp, tk, , {
@@ -276,11 +281,12 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
                 }
             })
             kept[t] = n;
-            /* Keys, then positions, packed: the task's room shrinks to what it kept. */
+            /* Keys, then positions, packed; the room shrinks to what it kept, so that the next
+             * task's room can reuse the rest. */
             memmove(room + 4 * n, room + 4 * length, (size_t)(n * 4));
-            spill.used += n * 8;
+            char *packed = (char *)realloc(room, (size_t)(n > 0 ? n : 1) * 8);
+            if (packed) list->room[t] = packed;
         }
-        list->buffer[omp_get_thread_num()] = spill.data;
     }
     free(fg_count), free(min_fg), free(max_error), free(min_positive);
     return out_of_memory;
@@ -390,7 +396,7 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                 }
                 int32_t sh = shift[r];
                 uint32_t index = (uint32_t)(offsets[t] - row_first);
-                const char *room = found->buffer[found->owner[t]] + found->offset[t];
+                const char *room = found->room[t];
                 const uint32_t *keys = (const uint32_t *)room;
                 for (int64_t j = 0; j < kept[t]; j++) {
                     uint32_t key = keys[j];

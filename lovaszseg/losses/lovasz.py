@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import distributed, native
+from . import distributed, native, ops
 
 _LOW31 = 0x7FFFFFFF
 
@@ -399,18 +399,8 @@ class _LovaszExtension(torch.autograd.Function):
         dtype = compute_dtype(x)
         xd = x.to(dtype).contiguous()
         probas = None
-        use_native = compact and not sync and native.usable(xd, rows)
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
-            xd = probas = native.softmax(xd) if use_native else torch.softmax(xd, dim=1)
-        if use_native:
-            result = native.lovasz_rows(xd, y, rows)
-            if result is not None:  # position, grad: each row's kept pixels in turn
-                losses, position, grad, kept = result
-                ctx.save_for_backward(position, grad, kept, probas, x if softmax else None)
-                ctx.layout = (x.shape[0] if rows.image is None else 1, rows.channel.numel())
-                ctx.rows, ctx.block_repeat, ctx.native = rows, 1, True
-                ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
-                return losses.to(dtype)
+            xd = probas = torch.softmax(xd, dim=1)
         if y.dim() == 3:
             errors, fg, gts, threshold = _dense_errors(xd, y, rows)
         else:
@@ -470,29 +460,20 @@ class _LovaszExtension(torch.autograd.Function):
             grad = torch.empty_like(grad).index_copy_(0, order.long(), grad)
             if mine is not None:  # this process's pixels, scaled for DDP's gradient averaging
                 grad = grad[mine[0] : mine[1]] * distributed.world_size()
-            ctx.save_for_backward(position, grad, block_counts, probas, None)
+            ctx.save_for_backward(position, grad, block_counts, probas)
             ctx.layout = (x.shape[0] if rows.image is None else 1, n_rows)
-            ctx.rows, ctx.block_repeat, ctx.native = rows, ctx.layout[0], False
+            ctx.rows, ctx.block_repeat = rows, ctx.layout[0]
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return losses.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_losses):
-        position, values, block_counts, probas, logits = ctx.saved_tensors
+        position, values, block_counts, probas = ctx.saved_tensors
         groups, n_rows = ctx.layout
         rows = ctx.rows
         weights = grad_losses.to(values.dtype)
         if rows.sign is not None:
             weights = weights * rows.sign.to(values.dtype)
-        if ctx.native and probas is not None:
-            # The first backward writes the gradient over the probabilities (the C kernel writes
-            # memory directly, so autograd's version check is not tripped); another one (with
-            # retain_graph) recomputes them.
-            if getattr(ctx, "probas_spent", False):
-                probas = native.softmax(logits.to(probas.dtype).contiguous())
-            grad = native.softmax_backward(probas, rows, block_counts, position, values, weights)
-            ctx.probas_spent = True
-            return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None, None, None
         if n_rows == 1:
             values = values * weights
         elif block_counts is None:  # every pixel of the [G, R, S] layout, dropped ones at 0
@@ -554,8 +535,38 @@ def lovasz_rows(
 ) -> torch.Tensor:
     """Per-row Lovász losses [R] of ``x`` [B, C, S] against labels [B, S] or targets [B, C, S].
 
-    Dropped pixels are compacted away on CPU and masked (no host sync) on GPU. With ``sync``, the
-    rows are batch-level and span every process of the default ``torch.distributed`` group. With
-    ``softmax``, ``x`` are logits whose softmax over C the rows read.
+    Two implementations of the same recipe: the C kernel behind ``torch.ops.lovaszseg.rows``
+    (float32 on CPU, whenever it is available) and the PyTorch one below (float64, CUDA, the
+    smooth hinge, ``sync``, or no kernel), where dropped pixels are compacted away on CPU and
+    masked (no host sync) on GPU. With ``sync``, the rows are batch-level and span every process
+    of the default ``torch.distributed`` group. With ``softmax``, ``x`` are logits whose softmax
+    over C the rows read.
     """
+    if not sync and native.usable(x, compute_dtype(x), rows.activation):
+        return _kernel_rows(x, y, rows, softmax)
     return _LovaszExtension.apply(x, y, rows, x.device.type == "cpu", sync, softmax)
+
+
+def _kernel_rows(x, y, rows, softmax):
+    """``lovasz_rows`` by the C kernel: its inputs laid out as it reads them, one operator call."""
+    batch, channels, size = x.shape
+    dense = rows.target is None
+    labels = y.reshape(batch, channels if dense else 1, size)
+    if labels.dtype not in (torch.uint8, torch.int32):
+        labels = labels.to(torch.int32)
+
+    def indices(t):
+        return None if t is None else t.to(torch.int64).contiguous()
+
+    losses = ops.rows(
+        x.to(torch.float32).contiguous(),
+        labels.contiguous(),
+        indices(rows.image),
+        indices(rows.channel),
+        indices(rows.target),
+        None if rows.sign is None else rows.sign.to(torch.float32).contiguous(),
+        float(rows.offset),
+        -1 if rows.void is None else int(rows.void),
+        softmax,
+    )[0]
+    return losses.to(torch.float32)

@@ -1,0 +1,111 @@
+"""The C kernel as PyTorch operators: what ``torch.compile`` and autograd see of it.
+
+``torch.ops.lovaszseg.rows`` is one opaque call with a declared schema (no input is mutated),
+a fake implementation for tracing (the number of kept pixels is data-dependent: an unbacked
+size) and a registered gradient; its two backward operators have no gradient of their own, so
+a double backward raises instead of returning a wrong value. ``torch.library.opcheck`` checks
+all three (tests/losses/test_ops.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import native
+
+
+@torch.library.custom_op("lovaszseg::rows", mutates_args=())
+def rows(
+    x: Tensor,
+    labels: Tensor,
+    image: Tensor | None,
+    channel: Tensor,
+    target: Tensor | None,
+    sign: Tensor | None,
+    offset: float,
+    void_label: int,
+    softmax: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Row losses of float32 ``x`` [B, C, S] (``lovasz.Rows`` says what a row is), with what
+    backward needs: ``(losses [R] float64, position, grad, kept [R], probas)``. With ``softmax``,
+    ``x`` are logits and ``probas`` their softmax over C (else an empty tensor)."""
+    probas = native.softmax(x) if softmax else x.new_empty(0)
+    losses, position, grad, kept = native.rows(
+        probas if softmax else x, labels, image, channel, target, sign, offset, void_label
+    )
+    return losses, position, grad, kept, probas
+
+
+@rows.register_fake
+def _(x, labels, image, channel, target, sign, offset, void_label, softmax):
+    n_rows = channel.shape[0]
+    kept_pixels = torch.library.get_ctx().new_dynamic_size()
+    return (
+        x.new_empty(n_rows, dtype=torch.float64),
+        x.new_empty(kept_pixels, dtype=torch.int32),
+        x.new_empty(kept_pixels),
+        x.new_empty(n_rows, dtype=torch.int64),
+        torch.empty_like(x) if softmax else x.new_empty(0),
+    )
+
+
+@torch.library.custom_op("lovaszseg::scatter_grad", mutates_args=())
+def scatter_grad(
+    position: Tensor, grad: Tensor, kept: Tensor, weights: Tensor, shape: Sequence[int]
+) -> Tensor:
+    """The gradient [shape] of the rows' losses weighted by ``weights`` [R]: each kept pixel's
+    gradient times its row's weight, at its position; zero elsewhere."""
+    values = grad * torch.repeat_interleave(weights, kept, output_size=grad.numel())
+    out = grad.new_zeros(int(torch.Size(shape).numel()))
+    return out.index_add_(0, position, values).view(shape)
+
+
+@scatter_grad.register_fake
+def _(position, grad, kept, weights, shape):
+    return grad.new_empty(shape)
+
+
+@torch.library.custom_op("lovaszseg::softmax_grad", mutates_args=())
+def softmax_grad(
+    probas: Tensor,
+    image: Tensor | None,
+    channel: Tensor,
+    kept: Tensor,
+    position: Tensor,
+    grad: Tensor,
+    weights: Tensor,
+) -> Tensor:
+    """The logits' gradient [B, C, S] through the softmax whose output is ``probas``, of the rows'
+    losses weighted by ``weights`` [R]."""
+    return native.softmax_backward(probas, image, channel, kept, position, grad, weights)
+
+
+@softmax_grad.register_fake
+def _(probas, image, channel, kept, position, grad, weights):
+    return torch.empty_like(probas)
+
+
+def _setup_context(ctx, inputs, output):
+    x, _, image, channel, _, sign, _, _, softmax = inputs
+    _, position, grad, kept, probas = output
+    ctx.save_for_backward(position, grad, kept, probas, image, channel, sign)
+    ctx.softmax, ctx.shape = softmax, x.shape
+    ctx.mark_non_differentiable(position, grad, kept, probas)
+
+
+def _backward(ctx, grad_losses, *_):
+    position, grad, kept, probas, image, channel, sign = ctx.saved_tensors
+    weights = grad_losses.to(torch.float32)
+    if sign is not None:
+        weights = weights * sign
+    if ctx.softmax:
+        grad_x = softmax_grad(probas, image, channel, kept, position, grad, weights)
+    else:
+        grad_x = scatter_grad(position, grad, kept, weights, list(ctx.shape))
+    return grad_x, None, None, None, None, None, None, None, None
+
+
+rows.register_autograd(_backward, setup_context=_setup_context)
