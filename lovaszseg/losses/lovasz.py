@@ -467,6 +467,7 @@ class _LovaszExtension(torch.autograd.Function):
         return losses.to(dtype)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_losses):
         position, values, block_counts, probas = ctx.saved_tensors
         groups, n_rows = ctx.layout

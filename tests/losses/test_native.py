@@ -1,47 +1,9 @@
-"""The fused CPU kernel: built where a C compiler exists, used, and safely absent otherwise."""
-
-import shutil
+"""The fused CPU kernel against the PyTorch path: the path taken, ties, threads, accuracy."""
 
 import pytest
 import torch
 
 from lovaszseg.losses import lovasz_hinge, lovasz_softmax, native
-
-
-@pytest.fixture
-def fresh_build(monkeypatch, tmp_path):
-    """A kernel state as in a new process, with the cache in a temporary directory."""
-    monkeypatch.setattr(native, "_library", None)
-    monkeypatch.setattr(native, "_tried", False)
-    monkeypatch.setattr(native, "enabled", True)
-    monkeypatch.setenv("LOVASZSEG_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
-def test_builds_into_the_cache_once(fresh_build, kernel):
-    lib = native.library()
-    assert lib is not None
-    built = list(fresh_build.glob("lovasz-*.so"))
-    assert len(built) == 1
-    mtime = built[0].stat().st_mtime_ns
-    native._library, native._tried = None, False
-    assert native.library() is not None  # loaded from the cache, not rebuilt
-    assert built[0].stat().st_mtime_ns == mtime
-    assert list(fresh_build.iterdir()) == built  # no partial files left behind
-
-
-def test_without_a_compiler_warns_and_falls_back(fresh_build, monkeypatch, kernel):
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    torch.manual_seed(0)
-    probas = torch.rand(2, 3, 8, 8).softmax(1)
-    labels = torch.randint(0, 3, (2, 8, 8))
-    with pytest.warns(RuntimeWarning, match="fused CPU kernel is unavailable"):
-        loss = lovasz_softmax(probas, labels)
-    assert native.library() is None
-    assert not list(fresh_build.glob("*.so"))
-    monkeypatch.setattr(native, "enabled", False)
-    assert loss.item() == lovasz_softmax(probas, labels).item()
 
 
 def test_the_kernel_is_the_one_that_runs(monkeypatch, kernel):
@@ -85,11 +47,10 @@ def _assert_same(results, ties=None):
     assert (grad_c - grad_t).abs().sum() <= 1e-5 * grad_t.abs().sum() + 1e-9
 
 
+@pytest.mark.path("native")
 @pytest.mark.parametrize("per_image", [False, True])
 def test_many_classes_read_int32_labels(monkeypatch, kernel, per_image):
     """Over 254 classes the labels reach the kernel as int32, not uint8."""
-    if kernel != "native":
-        pytest.skip("compares the kernel with the PyTorch path")
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 300, 12, 12, generator=g) * 3
     labels = torch.randint(0, 300, (2, 12, 12), generator=g)
@@ -103,11 +64,10 @@ def test_many_classes_read_int32_labels(monkeypatch, kernel, per_image):
     _assert_same(results)
 
 
+@pytest.mark.path("native")
 @pytest.mark.parametrize("threads", [1, 3, 4])
 def test_rows_split_across_threads_give_the_same_loss(monkeypatch, kernel, threads):
     """Fewer rows than threads splits rows into parts; the result must not depend on it."""
-    if kernel != "native":
-        pytest.skip("compares the kernel with the PyTorch path")
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(3, 1, 64, 64, generator=g) * 2
     labels = (torch.rand(3, 64, 64, generator=g) < 0.1).long()
@@ -136,11 +96,10 @@ def test_rows_split_across_threads_give_the_same_loss(monkeypatch, kernel, threa
         torch.set_num_threads(previous)
 
 
+@pytest.mark.path("native")
 def test_heavy_ties_and_wide_error_ranges(monkeypatch, kernel):
     """Quantised scores (many exact ties) and errors spanning many octaves fill some buckets
     with thousands of equal keys; the loss must still be the PyTorch path's."""
-    if kernel != "native":
-        pytest.skip("compares the kernel with the PyTorch path")
     g = torch.Generator().manual_seed(5)
     scale = torch.tensor([1e-6, 1e-3, 1.0, 30.0]).view(4, 1, 1, 1)
     logits = (torch.randn(4, 1, 96, 96, generator=g) * 4).round() / 4 * scale
@@ -163,8 +122,7 @@ def test_heavy_ties_and_wide_error_ranges(monkeypatch, kernel):
 
 
 def test_softmax_backward_twice_with_retain_graph(kernel):
-    """The first backward of LovaszSoftmaxLoss writes its gradient over the saved probabilities;
-    a second backward (retain_graph) must recompute them and give the same gradient."""
+    """A second backward (retain_graph) gives the first one's gradient, bitwise."""
     from lovaszseg.losses import LovaszSoftmaxLoss
 
     g = torch.Generator().manual_seed(8)
@@ -178,31 +136,11 @@ def test_softmax_backward_twice_with_retain_graph(kernel):
     torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
-def test_a_compiler_without_openmp_still_builds_the_kernel(fresh_build, monkeypatch, kernel):
-    """Apple's clang has no -fopenmp: the kernel then builds single-threaded, same results."""
-    if kernel != "native":
-        pytest.skip("builds the kernel")
-    g = torch.Generator().manual_seed(9)
-    probas = torch.randn(3, 6, 20, 20, generator=g).softmax(1)
-    labels = torch.randint(0, 6, (3, 20, 20), generator=g)
-    logits = torch.randn(3, 20, 20, generator=g)
-    expected = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
-    openmp = native.library()
-    monkeypatch.setattr(native, "_VARIANTS", ([],))
-    native._library, native._tried = None, False
-    assert native.library() is not None and native.library() is not openmp
-    assert len(list(fresh_build.glob("lovasz-*.so"))) == 2  # a second, OpenMP-free build
-    got = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
-    assert got == expected
-
-
+@pytest.mark.path("native")
 @pytest.mark.parametrize("shape", [(2, 21, 1000), (3, 1, 300), (1, 150, 513)])
 def test_the_kernels_softmax_is_as_accurate_as_atens(kernel, shape):
     """LovaszSoftmaxLoss's probabilities come from the kernel's own softmax (a vectorised exp):
     against float64, no further off than torch.softmax in float32, extreme logits included."""
-    if kernel != "native":
-        pytest.skip("tests the kernel")
     g = torch.Generator().manual_seed(10)
     x = torch.randn(shape, generator=g) * 8
     x.view(-1)[:50] = torch.tensor([-1e4, 1e4, 88.0, -88.0, 0.0] * 10)
