@@ -148,7 +148,7 @@ void lovasz_free(Kept *kept) {
 
 /* The version of the interface below (the Spec layout and every exported signature): native.py
  * refuses a library whose number differs from its own, and rebuilds it. */
-#define LOVASZ_ABI 2
+#define LOVASZ_ABI 3
 #ifndef LOVASZ_SOURCE_HASH
 #define LOVASZ_SOURCE_HASH "unknown"
 #endif
@@ -179,10 +179,11 @@ int lovasz_team_size(int threads) {
  * row's key range into consecutive intervals, so that sorting every bucket sorts the row; a
  * float's bits grow with its exponent, so the buckets follow the errors' scale.
  * Per task: hist / fg_hist [buckets], its kept (and foreground) pixels in each bucket, and kept,
- * their sum. */
+ * their sum. x_range [2]: the smallest and largest value of x at the valid pixels read (what
+ * the caller checks of probabilities, at no extra pass). */
 int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, float *threshold,
                  uint32_t *key_min, int32_t *shift, int32_t *hist, int32_t *fg_hist,
-                 int64_t *kept, Kept **found, int threads) {
+                 int64_t *kept, float *x_range, Kept **found, int threads) {
     int64_t n_tasks = sp->R * parts;
     Kept *list = (Kept *)calloc(1, sizeof(Kept));
     if (list) {
@@ -199,8 +200,10 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
     float *min_fg = (float *)malloc(sizeof(float) * (size_t)n_tasks);
     float *max_error = (float *)malloc(sizeof(float) * (size_t)n_tasks);
     float *min_positive = (float *)malloc(sizeof(float) * (size_t)n_tasks);
-    if (!fg_count || !min_fg || !max_error || !min_positive) {
-        free(fg_count), free(min_fg), free(max_error), free(min_positive);
+    float *x_low = (float *)malloc(sizeof(float) * (size_t)n_tasks);
+    float *x_high = (float *)malloc(sizeof(float) * (size_t)n_tasks);
+    if (!fg_count || !min_fg || !max_error || !min_positive || !x_low || !x_high) {
+        free(fg_count), free(min_fg), free(max_error), free(min_positive), free(x_low), free(x_high);
         lovasz_free(list);
         *found = NULL;
         return 1;
@@ -211,10 +214,13 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
         for (int64_t t = 0; t < n_tasks; t++) {
             Task tk = task(sp, parts, t);
             int64_t n_fg = 0;
-            float lo = INFINITY, hi = -INFINITY, pos = INFINITY;
+            float lo = INFINITY, hi = -INFINITY, pos = INFINITY, xlo = INFINITY, xhi = -INFINITY;
             FOR_PIXELS(sp, tk,
-                       _Pragma("omp simd reduction(+:n_fg) reduction(min:lo,pos) reduction(max:hi)"),
+                       _Pragma("omp simd reduction(+:n_fg) reduction(min:lo,pos,xlo) reduction(max:hi,xhi)"),
                        {
+                           float xv = valid ? bl_.x[i_] : 0.5f;
+                           xlo = xv < xlo ? xv : xlo;
+                           xhi = xv > xhi ? xv : xhi;
                            float if_fg = fg ? e : INFINITY;
                            float if_valid = valid ? e : -INFINITY;
                            float if_positive = valid && e >= FLT_MIN ? e : INFINITY;
@@ -224,6 +230,15 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
                            pos = if_positive < pos ? if_positive : pos;
                        })
             fg_count[t] = n_fg, min_fg[t] = lo, max_error[t] = hi, min_positive[t] = pos;
+            x_low[t] = xlo, x_high[t] = xhi;
+        }
+#pragma omp single
+        {
+            x_range[0] = INFINITY, x_range[1] = -INFINITY;
+            for (int64_t t = 0; t < n_tasks; t++) {
+                if (x_low[t] < x_range[0]) x_range[0] = x_low[t];
+                if (x_high[t] > x_range[1]) x_range[1] = x_high[t];
+            }
         }
 #pragma omp single
         for (int64_t r = 0; r < sp->R; r++) {
@@ -288,7 +303,7 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
             if (packed) list->room[t] = packed;
         }
     }
-    free(fg_count), free(min_fg), free(max_error), free(min_positive);
+    free(fg_count), free(min_fg), free(max_error), free(min_positive), free(x_low), free(x_high);
     return out_of_memory;
 }
 

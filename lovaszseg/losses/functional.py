@@ -32,8 +32,22 @@ def _check_options(name, reduction, sync):
         distributed.require_process_group(name)
 
 
-def _flatten_labels(labels, batch_shape, name):
-    """Labels [B, *] (or [B, 1, *]) → [B, S], checked against the spatial shape of the scores."""
+def _ignore_alias(name, ignore_index, ignore):
+    """``ignore=`` is the authors' name for ``ignore_index`` (their demos pass it by keyword)."""
+    if ignore is None:
+        return ignore_index
+    if ignore_index is not None and ignore_index != ignore:
+        raise ValueError(f"{name}: ignore={ignore!r} and ignore_index={ignore_index!r} disagree")
+    return ignore
+
+
+def _flatten_labels(labels, batch_shape, name, device):
+    """Labels [B, *] (or [B, 1, *]) → [B, S], checked against the scores' shape and device."""
+    if labels.device != device:
+        raise ValueError(
+            f"{name}: labels are on {labels.device} but the scores on {device}; move both to "
+            "the same device"
+        )
     if labels.dim() == len(batch_shape) + 1 and labels.shape[1] == 1:
         labels = labels.squeeze(1)
     if tuple(labels.shape) != tuple(batch_shape):
@@ -158,12 +172,23 @@ def _zero(x):
 
 
 def _class_rows_loss(
-    x, y, weights, weights_c, class_ids, per_image, make_rows, sync, reduction, softmax=False
+    x,
+    y,
+    weights,
+    weights_c,
+    class_ids,
+    per_image,
+    make_rows,
+    sync,
+    reduction,
+    softmax=False,
+    probabilities_of=None,
 ):
     """Rows of nonzero weight → one kernel call → weighted mean per image → the reduction.
 
     ``weights`` [G, K] says which (image or batch, class) rows count; ``weights_c`` scales them.
     ``softmax``: ``x`` are logits, turned into probabilities inside the kernel.
+    ``probabilities_of``: the loss's name, when ``x`` must be probabilities (checked).
     """
     batch = x.shape[0]
     weights = weights.double() if weights_c is None else weights * weights_c[class_ids]
@@ -172,7 +197,7 @@ def _class_rows_loss(
         zero = _zero(x)
         return zero.expand(batch) if reduction == "none" and per_image else zero
     rows = make_rows(group if per_image else None, cls)
-    losses = lovasz_rows(x, y, rows, sync=sync, softmax=softmax)
+    losses = lovasz_rows(x, y, rows, sync=sync, softmax=softmax, probabilities_of=probabilities_of)
     values, _ = _group_means(losses, weights, group, batch if per_image else 1)
     return _reduce(values, reduction)
 
@@ -188,6 +213,7 @@ def lovasz_hinge(
     empty: str = "include",
     reduction: str = "mean",
     sync: str = "none",
+    ignore: int | None = None,
 ) -> torch.Tensor:
     """Binary Lovász hinge loss on raw logits (the authors' ``lovasz_hinge``, and variants).
 
@@ -205,11 +231,13 @@ def lovasz_hinge(
             pushes down only its single worst pixel), ``"skip"`` leaves them out of the average.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image values when ``per_image``).
         sync: ``"global"`` computes the batch-level loss over the pixels of every DDP process.
+        ignore: the reference code's name for ``ignore_index``.
 
     Returns:
         a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
     """
     name = "lovasz_hinge"
+    ignore_index = _ignore_alias(name, ignore_index, ignore)
     _check_options(name, reduction, sync)
     _check_choice(name, "activation", activation, ("relu", "elu+1"))
     _check_choice(name, "empty", empty, ("include", "skip"))
@@ -217,7 +245,7 @@ def lovasz_hinge(
         raise ValueError(f"{name}: expected logits [B, *], got shape {tuple(logits.shape)}")
     if logits.dim() >= 2 and logits.shape[1] == 1 and labels.dim() == logits.dim() - 1:
         logits = logits.squeeze(1)
-    labels = _flatten_labels(labels, logits.shape, name)
+    labels = _flatten_labels(labels, logits.shape, name, logits.device)
     batch, device = logits.shape[0], logits.device
     x = logits.reshape(batch, 1, -1)
     valid = _checked_valid(labels, 2, ignore_index, name)
@@ -267,6 +295,7 @@ def lovasz_softmax(
     class_weights: Sequence[float] | torch.Tensor | None = None,
     reduction: str = "mean",
     sync: str = "none",
+    ignore: int | None = None,
 ) -> torch.Tensor:
     """Multi-class Lovász-softmax loss on probabilities (the authors' ``lovasz_softmax``).
 
@@ -282,10 +311,16 @@ def lovasz_softmax(
             weights of the classes actually counted.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image values when ``per_image``).
         sync: ``"global"`` computes the batch-level loss over the pixels of every DDP process.
+        ignore: the reference code's name for ``ignore_index``.
 
     Returns:
         a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
+
+    Raises ``ValueError`` for probabilities outside [0, 1] (logits given by mistake: use
+    ``LovaszSoftmaxLoss``, which applies the softmax), a single channel (use the hinge), labels
+    on another device.
     """
+    ignore_index = _ignore_alias("lovasz_softmax", ignore_index, ignore)
     return _softmax_loss(
         probas, labels, classes, per_image, ignore_index, class_weights, reduction, sync, False
     )
@@ -348,7 +383,12 @@ def _softmax_loss(
         raise ValueError(f"{name}: expected {what} [B, C, *], got shape {tuple(scores.shape)}")
     batch, num_classes = scores.shape[:2]
     device = scores.device
-    labels = _flatten_labels(labels, (batch, *scores.shape[2:]), name)
+    if num_classes == 1:
+        raise ValueError(
+            f"{name}: scores of shape {tuple(scores.shape)} have a single channel; for binary "
+            "segmentation with one logit per pixel use lovasz_hinge (or LovaszHingeLoss)"
+        )
+    labels = _flatten_labels(labels, (batch, *scores.shape[2:]), name, device)
     p = scores.reshape(batch, num_classes, -1)
     counts, column, void, num_labels = _label_counts(labels, num_classes, ignore_index, name)
     class_ids, present_only = _class_selection(classes, num_classes, device, name)
@@ -376,6 +416,7 @@ def _softmax_loss(
         global_sync,
         reduction,
         softmax=from_logits,
+        probabilities_of=None if from_logits else name,
     )
 
 
@@ -410,6 +451,11 @@ def lovasz_multilabel(
     _check_choice(name, "kind", kind, ("sigmoid", "hinge"))
     if scores.dim() < 2 or scores.numel() == 0:
         raise ValueError(f"{name}: expected scores [B, C, *], got shape {tuple(scores.shape)}")
+    if targets.device != scores.device:
+        raise ValueError(
+            f"{name}: targets are on {targets.device} but the scores on {scores.device}; move "
+            "both to the same device"
+        )
     if targets.shape != scores.shape:
         raise ValueError(
             f"{name}: targets of shape {tuple(targets.shape)} do not match scores of shape "

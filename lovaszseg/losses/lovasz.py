@@ -532,24 +532,44 @@ def _softmax_backward(probas, position, values, rows, groups):
 
 
 def lovasz_rows(
-    x: torch.Tensor, y: torch.Tensor, rows: Rows, sync: bool = False, softmax: bool = False
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: Rows,
+    sync: bool = False,
+    softmax: bool = False,
+    probabilities_of: str | None = None,
 ) -> torch.Tensor:
     """Per-row Lovász losses [R] of ``x`` [B, C, S] against labels [B, S] or targets [B, C, S].
 
     Two implementations of the same recipe: the C kernel behind ``torch.ops.lovaszseg.rows``
-    (float32 on CPU, whenever it is available) and the PyTorch one below (float64, CUDA, the
+    (float32 on CPU, whenever it is available) and the PyTorch one above (float64, CUDA, the
     smooth hinge, ``sync``, or no kernel), where dropped pixels are compacted away on CPU and
     masked (no host sync) on GPU. With ``sync``, the rows are batch-level and span every process
     of the default ``torch.distributed`` group. With ``softmax``, ``x`` are logits whose softmax
-    over C the rows read.
+    over C the rows read. ``probabilities_of`` (a loss's name): ``x`` must lie in [0, 1]
+    (``ValueError`` otherwise), checked by the kernel as it reads ``x``, or by one pass.
     """
     if not sync and native.usable(x, compute_dtype(x), rows.activation):
-        return _kernel_rows(x, y, rows, softmax)
+        losses, x_range = _kernel_rows(x, y, rows, softmax)
+        if probabilities_of:
+            _check_probabilities(*x_range.tolist(), probabilities_of)
+        return losses
+    if probabilities_of:
+        _check_probabilities(*(float(v) for v in torch.aminmax(x.detach())), probabilities_of)
     return _LovaszExtension.apply(x, y, rows, x.device.type == "cpu", sync, softmax)
 
 
+def _check_probabilities(low: float, high: float, name: str) -> None:
+    if low < -1e-5 or high > 1.0 + 1e-5:  # a rounding error of a softmax is no mistake
+        raise ValueError(
+            f"{name}: expected probabilities in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+            "for logits use LovaszSoftmaxLoss, which applies the softmax itself"
+        )
+
+
 def _kernel_rows(x, y, rows, softmax):
-    """``lovasz_rows`` by the C kernel: its inputs laid out as it reads them, one operator call."""
+    """``lovasz_rows`` by the C kernel: its inputs laid out as it reads them, one operator call.
+    Returns the losses and the range of the values read."""
     batch, channels, size = x.shape
     dense = rows.target is None
     labels = y.reshape(batch, channels if dense else 1, size)
@@ -559,7 +579,7 @@ def _kernel_rows(x, y, rows, softmax):
     def indices(t):
         return None if t is None else t.to(torch.int64).contiguous()
 
-    losses = ops.rows(
+    losses, *_, x_range = ops.rows(
         x.to(torch.float32).contiguous(),
         labels.contiguous(),
         indices(rows.image),
@@ -569,5 +589,5 @@ def _kernel_rows(x, y, rows, softmax):
         float(rows.offset),
         -1 if rows.void is None else int(rows.void),
         softmax,
-    )[0]
-    return losses.to(torch.float32)
+    )
+    return losses.to(torch.float32), x_range

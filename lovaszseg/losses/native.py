@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-ABI = 2  # must equal LOVASZ_ABI in _native.c
+ABI = 3  # must equal LOVASZ_ABI in _native.c
 _HERE = Path(__file__).parent
 _SOURCE = _HERE / "_native.c"
 # -fno-trapping-math lets loops with selects vectorise (nothing here reads FP exception flags).
@@ -200,7 +200,7 @@ def _load(path: Path, digest: str):
             f"needs interface {ABI} from source {digest}"
         )
     pointer, spec, size = ctypes.c_void_p, ctypes.POINTER(_Spec), ctypes.c_int64
-    lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 8, ctypes.c_int]
+    lib.lovasz_count.argtypes = [spec, size, size, *[pointer] * 9, ctypes.c_int]
     lib.lovasz_count.restype = ctypes.c_int
     lib.lovasz_rows.argtypes = [spec, size, size, *[pointer] * 11, ctypes.c_int]
     lib.lovasz_rows.restype = ctypes.c_int
@@ -318,9 +318,10 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
     """Row losses (float64 [R]) of float32 ``x`` [B, C, S] and the kept pixels' gradients.
 
     ``labels`` are [B, S] labels (uint8 or int32) when ``target`` is given, else [B, C, S] 0/1
-    targets. Returns ``(losses, position, grad, kept)``: the kept pixels' positions in ``x``
-    (int32) and the gradients of their row's loss with respect to their error, row after row,
-    each row's in position order; ``kept`` [R] counts them.
+    targets. Returns ``(losses, position, grad, kept, x_range)``: the kept pixels' positions in
+    ``x`` (int32) and the gradients of their row's loss with respect to their error, row after
+    row, each row's in position order; ``kept`` [R] counts them; ``x_range`` [2] holds the
+    smallest and largest value of ``x`` at the valid pixels of the rows.
 
     The kernel's first call finds the kept pixels into buffers that it allocates for this call
     alone and hands back; the second sorts and sweeps them; they are freed whatever happens.
@@ -358,6 +359,7 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
     hist = torch.empty(n_rows * parts, buckets, dtype=torch.int32)
     fg_hist = torch.empty_like(hist)
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
+    x_range = torch.empty(2, dtype=torch.float32)
     per_row = [_pointer(t) for t in (gts, key_min, shift, hist, fg_hist, kept)]  # both calls
     found = ctypes.c_void_p()  # the kept pixels: this call's, freed below
     try:
@@ -368,6 +370,7 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
             per_row[0],
             _pointer(threshold),
             *per_row[1:],
+            _pointer(x_range),
             ctypes.byref(found),
             threads,
         ):
@@ -393,7 +396,7 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
     finally:
         lib.lovasz_free(found)
     kept = kept.view(n_rows, parts).sum(1) if parts > 1 else kept
-    return losses, position, grad, kept
+    return losses, position, grad, kept, x_range
 
 
 def softmax_backward(probas, image, channel, kept, position, grad, weights):

@@ -28,15 +28,16 @@ def rows(
     offset: float,
     void_label: int,
     softmax: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Row losses of float32 ``x`` [B, C, S] (``lovasz.Rows`` says what a row is), with what
-    backward needs: ``(losses [R] float64, position, grad, kept [R], probas)``. With ``softmax``,
-    ``x`` are logits and ``probas`` their softmax over C (else an empty tensor)."""
+    backward needs: ``(losses [R] float64, position, grad, kept [R], probas, x_range [2])``.
+    With ``softmax``, ``x`` are logits and ``probas`` their softmax over C (else an empty
+    tensor). ``x_range``: the smallest and largest value the rows read."""
     probas = native.softmax(x) if softmax else x.new_empty(0)
-    losses, position, grad, kept = native.rows(
+    losses, position, grad, kept, x_range = native.rows(
         probas if softmax else x, labels, image, channel, target, sign, offset, void_label
     )
-    return losses, position, grad, kept, probas
+    return losses, position, grad, kept, probas, x_range
 
 
 @rows.register_fake
@@ -49,6 +50,7 @@ def _(x, labels, image, channel, target, sign, offset, void_label, softmax):
         x.new_empty(kept_pixels),
         x.new_empty(n_rows, dtype=torch.int64),
         torch.empty_like(x) if softmax else x.new_empty(0),
+        x.new_empty(2),
     )
 
 
@@ -90,10 +92,10 @@ def _(probas, image, channel, kept, position, grad, weights):
 
 def _setup_context(ctx, inputs, output):
     x, _, image, channel, _, sign, _, _, softmax = inputs
-    _, position, grad, kept, probas = output
+    _, position, grad, kept, probas, x_range = output
     ctx.save_for_backward(position, grad, kept, probas, image, channel, sign)
     ctx.softmax, ctx.shape = softmax, x.shape
-    ctx.mark_non_differentiable(position, grad, kept, probas)
+    ctx.mark_non_differentiable(position, grad, kept, probas, x_range)
 
 
 def _backward(ctx, grad_losses, *_):

@@ -157,7 +157,7 @@ def test_opcheck_passes_for_every_operator():
     ]
     for args in cases:
         torch.library.opcheck(ops.rows, args)
-    _, position, grad, kept, _ = ops.rows(*cases[1])
+    _, position, grad, kept, _, _ = ops.rows(*cases[1])
     weights = torch.rand(3, generator=g)
     torch.library.opcheck(ops.scatter_grad, (position, grad, kept, weights, [2, 3, 40]))
     torch.library.opcheck(ops.softmax_grad, (probas, None, channel, kept, position, grad, weights))

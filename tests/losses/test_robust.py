@@ -165,6 +165,28 @@ def test_counts_stay_exact_past_2_to_the_24_pixels():
             lambda: LovaszSoftmaxLoss()(torch.rand(4), torch.zeros(4, dtype=torch.long)),
             r"expected logits \[B, C, \*\]",
         ),
+        (  # logits given to the function that takes probabilities
+            lambda: lovasz_softmax(torch.randn(2, 3, 4) * 3, torch.zeros(2, 4, dtype=torch.long)),
+            r"expected probabilities in \[0, 1\].*use LovaszSoftmaxLoss",
+        ),
+        (
+            lambda: lovasz_softmax(torch.rand(2, 3, 4) + 0.5, torch.zeros(2, 4, dtype=torch.long)),
+            r"expected probabilities in \[0, 1\], got values in \[0\.\d+, 1\.\d+\]",
+        ),
+        (
+            lambda: lovasz_softmax(torch.rand(2, 1, 4), torch.zeros(2, 4, dtype=torch.long)),
+            r"single channel; .* use lovasz_hinge",
+        ),
+        (
+            lambda: LovaszSoftmaxLoss()(torch.rand(2, 1, 4), torch.zeros(2, 4, dtype=torch.long)),
+            r"single channel",
+        ),
+        (
+            lambda: lovasz_softmax(
+                torch.rand(2, 3, 4), torch.zeros(2, 4, dtype=torch.long), ignore_index=1, ignore=2
+            ),
+            r"ignore=2 and ignore_index=1 disagree",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(call, message):
@@ -185,3 +207,32 @@ def test_an_ignore_index_inside_the_label_range_is_still_ignored():
     binary = labels.clamp(max=1)
     expected = lovasz_hinge(logits, binary.masked_fill(binary == 0, 255), ignore_index=255)
     assert lovasz_hinge(logits, binary, ignore_index=0).item() == expected.item()
+
+
+def test_the_reference_keyword_ignore_is_ignore_index():
+    """The authors' demos call ``lovasz_softmax(out, labels, ignore=255)``."""
+    g = torch.Generator().manual_seed(11)
+    probas = torch.rand(2, 4, 6, 6, generator=g).softmax(1)
+    labels = torch.randint(0, 4, (2, 6, 6), generator=g).masked_fill(torch.rand(2, 6, 6) < 0.3, 255)
+    expected = lovasz_softmax(probas, labels, ignore_index=255)
+    assert lovasz_softmax(probas, labels, ignore=255).item() == expected.item()
+    logits = torch.randn(2, 6, 6, generator=g)
+    binary = labels.clamp(max=1).masked_fill(labels == 255, 255)
+    expected = lovasz_hinge(logits, binary, ignore_index=255)
+    assert lovasz_hinge(logits, binary, ignore=255).item() == expected.item()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_labels_on_another_device_are_named():
+    with pytest.raises(ValueError, match="labels are on cpu but the scores on cuda"):
+        lovasz_softmax(
+            torch.rand(2, 3, 4, device="cuda").softmax(1), torch.zeros(2, 4, dtype=torch.long)
+        )
+
+
+def test_labels_on_another_device_are_named_on_the_meta_device():
+    """The device check runs before anything reads the values (meta tensors have none)."""
+    with pytest.raises(ValueError, match="labels are on cpu but the scores on meta"):
+        lovasz_softmax(torch.rand(2, 3, 4, device="meta"), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels are on meta but the scores on cpu"):
+        lovasz_hinge(torch.rand(2, 4), torch.zeros(2, 4, dtype=torch.long, device="meta"))
