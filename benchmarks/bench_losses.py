@@ -10,6 +10,7 @@ allocation during one forward+backward.
     python benchmarks/bench_losses.py                   # full table, writes results JSON
     python benchmarks/bench_losses.py --quick           # a smaller table in about a minute
     python benchmarks/bench_losses.py --only "roads batch" --only "512² voc_like"   # some cases
+    python benchmarks/bench_losses.py --before HEAD~5   # also lovaszseg's losses at a git revision
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def all_cases() -> list[Case]:
         Case("e", "hinge", 8, 1, 512, "thin_roads", False, "confident"),
         Case("f", "multilabel", 8, 10, 256, "sparse_multilabel", False),
         Case("f", "multilabel", 8, 10, 256, "sparse_multilabel", True),
+        Case("g", "hinge", 8, 1, 512, "road_bands", False),
     ]
     return cases
 
@@ -83,7 +85,7 @@ def make_inputs(case: Case, device: str):
     """Logits (requiring grad) and labels for a case, deterministic."""
     g = torch.Generator().manual_seed(0)
     if case.kind == "hinge":
-        labels = label_maps.thin_roads(case.batch, case.size).unsqueeze(1)
+        labels = getattr(label_maps, case.labels)(case.batch, case.size).unsqueeze(1)
     elif case.kind == "multilabel":
         labels = label_maps.sparse_multilabel(case.batch, case.size, case.classes)
     else:
@@ -104,7 +106,17 @@ def make_inputs(case: Case, device: str):
 def make_loss(case: Case, impl: str):
     from segmentation_models_pytorch.losses import LovaszLoss
 
-    from lovaszseg.losses import LovaszHingeLoss, LovaszMultilabelLoss, LovaszSoftmaxLoss
+    if impl == "before":  # the losses package of another revision (--before), imported aside
+        import lovaszseg_before as losses
+
+        impl = "lovaszseg"
+    else:
+        from lovaszseg import losses
+    LovaszHingeLoss, LovaszMultilabelLoss, LovaszSoftmaxLoss = (
+        losses.LovaszHingeLoss,
+        losses.LovaszMultilabelLoss,
+        losses.LovaszSoftmaxLoss,
+    )
 
     if case.kind == "multilabel":  # smp's "multilabel" is one hinge over all channels flattened
         if impl == "baseline":
@@ -145,7 +157,7 @@ def time_cases(cases, rounds, device) -> dict:
             step(fn, logits, labels)
         times = {impl: [] for impl in IMPLS}
         for r in range(rounds):
-            order = IMPLS[r % 3 :] + IMPLS[: r % 3]
+            order = IMPLS[r % len(IMPLS) :] + IMPLS[: r % len(IMPLS)]
             for impl in order:
                 _sync(device)
                 start = time.perf_counter()
@@ -184,6 +196,21 @@ def _child(args: list[str], memory: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _extract_losses(revision: str) -> str:
+    """``lovaszseg/losses`` at ``revision``, as the package ``lovaszseg_before`` in a temporary
+    folder (returned): its relative imports make it importable beside today's."""
+    root = Path(tempfile.mkdtemp(prefix="bench-before-"))
+    archive = subprocess.run(
+        ["git", "archive", revision, "lovaszseg/losses"],
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    (root / "lovaszseg" / "losses").rename(root / "lovaszseg_before")
+    return str(root)
+
+
 def _write_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
@@ -205,8 +232,18 @@ def summarize(cases, runs, memory) -> list[dict]:
         smp_over_ours = [
             statistics.median(p["smp"]) / statistics.median(p["lovaszseg"]) for p in per_process
         ]
+        before = {}
+        if "before" in IMPLS:
+            before = {
+                "lovaszseg_over_before": median["lovaszseg"] / median["before"],
+                "per_process_lovaszseg_over_before": [
+                    statistics.median(p["lovaszseg"]) / statistics.median(p["before"])
+                    for p in per_process
+                ],
+            }
         rows.append(
             {
+                **before,
                 "case": asdict(case),
                 "title": case.title,
                 "median_ms": {k: v * 1e3 for k, v in median.items()},
@@ -227,9 +264,13 @@ def print_table(rows, device, threads) -> None:
     table = Table(title=f"Lovász losses, forward+backward ({device}, {threads} threads)")
     for col in ("case", "CE/BCE ms", "lovaszseg ms", "smp ms", "ours/CE", "smp/ours"):
         table.add_column(col, justify="left" if col == "case" else "right")
+    has_before = "before" in IMPLS
+    if has_before:
+        table.add_column("before ms", justify="right")
+        table.add_column("now/before", justify="right")
     has_memory = any(r["peak_mb"] for r in rows)
     if has_memory:
-        for col in ("peak MB CE", "ours", "smp"):
+        for col in ("peak MB CE", "ours", "smp") + (("before",) if has_before else ()):
             table.add_column(col, justify="right")
     for r in rows:
         ms = r["median_ms"]
@@ -241,6 +282,8 @@ def print_table(rows, device, threads) -> None:
             f"{r['lovaszseg_over_baseline']:.2f}x",
             f"{r['smp_over_lovaszseg']:.1f}x",
         ]
+        if has_before:
+            cells += [f"{ms['before']:.1f}", f"{r['lovaszseg_over_before']:.2f}x"]
         if has_memory:
             cells += [f"{r['peak_mb'].get(k, float('nan')):.0f}" for k in IMPLS]
         table.add_row(*cells)
@@ -263,10 +306,20 @@ def main() -> None:
         help="only the cases whose title contains TEXT (repeatable), e.g. --only 'roads batch'",
     )
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
+    parser.add_argument(
+        "--before", metavar="REV", help="also time lovaszseg's losses at this git revision"
+    )
+    parser.add_argument("--before-path", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global IMPLS
+    if args.before and not args.before_path:
+        args.before_path = _extract_losses(args.before)
+    if args.before_path:
+        sys.path.insert(0, args.before_path)
+        IMPLS = (*IMPLS, "before")
     cases = quick_cases() if args.quick else all_cases()
     if args.only:
         cases = [c for c in cases if any(text in c.title for text in args.only)]
@@ -286,6 +339,7 @@ def main() -> None:
     common = ["--threads", str(args.threads), "--device", args.device]
     common += ["--quick"] if args.quick else []
     common += [flag for text in args.only for flag in ("--only", text)]
+    common += ["--before-path", args.before_path] if args.before_path else []
     runs = [_child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)]
     memory = {}
     if not args.no_memory:
@@ -304,6 +358,7 @@ def main() -> None:
         "rounds": rounds,
         "torch": torch.__version__,
         "lovaszseg_kernel": "pytorch" if os.environ.get("LOVASZSEG_NATIVE") == "0" else "c",
+        "before": args.before,
         "rows": rows,
     }
     suffix = ("_quick" if args.quick else "") + ("_only" if args.only else "")

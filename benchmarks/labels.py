@@ -67,8 +67,15 @@ def ade_like(batch, size, num_classes=150, regions=24, seed=0) -> torch.Tensor:
     return _void_boundaries(labels)
 
 
-def thin_roads(batch, size, fraction=0.05, seed=0) -> torch.Tensor:
-    """Straight road segments 3 to 8 pixels wide, added until ``fraction`` of pixels are road."""
+def road_bands(batch, size, fraction=0.05, seed=0) -> torch.Tensor:
+    """Straight roads 6 pixels wide crossing the whole tile, added until ``fraction`` of pixels
+    are road: DeepGlobe's look at 512² (where the batch-level hinge keeps the most pixels)."""
+    return thin_roads(batch, size, fraction, seed, width=6.0, crossing=True)
+
+
+def thin_roads(batch, size, fraction=0.05, seed=0, width=None, crossing=False) -> torch.Tensor:
+    """Straight road segments 3 to 8 pixels wide (or ``width``), added until ``fraction`` of
+    pixels are road; ``crossing``: each crosses the whole tile."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = _grid(size, size)
     labels = torch.zeros(batch, size, size, dtype=torch.long)
@@ -78,6 +85,10 @@ def thin_roads(batch, size, fraction=0.05, seed=0) -> torch.Tensor:
             angle = float(torch.rand(1, generator=g)) * math.pi
             half_width = 1.5 + 2.5 * float(torch.rand(1, generator=g))
             length = (0.3 + 0.7 * float(torch.rand(1, generator=g))) * size
+            if width is not None:
+                half_width = width / 2
+            if crossing:
+                length = 3.0 * size
             dy, dx = math.sin(angle), math.cos(angle)
             along = (yy - cy) * dy + (xx - cx) * dx
             across = (yy - cy) * dx - (xx - cx) * dy

@@ -148,7 +148,7 @@ void lovasz_free(Kept *kept) {
 
 /* The version of the interface below (the Spec layout and every exported signature): native.py
  * refuses a library whose number differs from its own, and rebuilds it. */
-#define LOVASZ_ABI 3
+#define LOVASZ_ABI 4
 #ifndef LOVASZ_SOURCE_HASH
 #define LOVASZ_SOURCE_HASH "unknown"
 #endif
@@ -463,6 +463,24 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
     }
     free(items), free(start), free(fg_start), free(partial);
     return failed;
+}
+
+/* The gradient [numel] of a weighted sum of row losses with respect to x: each kept pixel's
+ * gradient (lovasz_rows' grad, rows one after another from row_start[r]) times its row's weight,
+ * at its position; zero elsewhere. Rows in turn (two rows may read the same plane: the
+ * symmetric hinge), the pixels of a row in parallel (a row's positions are distinct). */
+void lovasz_scatter(float *out, int64_t numel, int64_t R, const int64_t *row_start,
+                    const int32_t *position, const float *grad, const float *weight, int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < numel; i++) out[i] = 0.0f;
+        for (int64_t r = 0; r < R; r++) {
+            float w = weight[r];
+#pragma omp for schedule(static)
+            for (int64_t k = row_start[r]; k < row_start[r + 1]; k++) out[position[k]] += w * grad[k];
+        }
+    }
 }
 
 /* First index in [lo, hi) of an increasing position array whose value is >= value. */

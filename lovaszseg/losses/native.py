@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-ABI = 3  # must equal LOVASZ_ABI in _native.c
+ABI = 4  # must equal LOVASZ_ABI in _native.c
 _HERE = Path(__file__).parent
 _SOURCE = _HERE / "_native.c"
 # -fno-trapping-math lets loops with selects vectorise (nothing here reads FP exception flags).
@@ -210,6 +210,8 @@ def _load(path: Path, digest: str):
     lib.lovasz_softmax_backward.restype = ctypes.c_int
     lib.lovasz_softmax.argtypes = [pointer, pointer, *[size] * 3, ctypes.c_int]
     lib.lovasz_softmax.restype = None
+    lib.lovasz_scatter.argtypes = [pointer, size, size, *[pointer] * 4, ctypes.c_int]
+    lib.lovasz_scatter.restype = None
     lib.lovasz_team_size.argtypes = [ctypes.c_int]
     lib.lovasz_team_size.restype = ctypes.c_int
     lib.path, lib.variant = path, None
@@ -397,6 +399,24 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
         lib.lovasz_free(found)
     kept = kept.view(n_rows, parts).sum(1) if parts > 1 else kept
     return losses, position, grad, kept, x_range
+
+
+def scatter(shape, kept, position, grad, weights):
+    """The input's gradient [shape]: the rows' kept-pixel gradients (``rows``) scaled by
+    ``weights`` [R] at their positions, zero elsewhere."""
+    out = torch.empty(shape, dtype=torch.float32)
+    row_start = torch.cat([kept.new_zeros(1), kept.cumsum(0)])
+    library().lovasz_scatter(
+        _pointer(out),
+        out.numel(),
+        kept.numel(),
+        _pointer(row_start),
+        _pointer(_checked(position, torch.int32, "position")),
+        _pointer(_checked(grad, torch.float32, "grad")),
+        _pointer(_checked(weights, torch.float32, "weights")),
+        torch.get_num_threads(),
+    )
+    return out
 
 
 def softmax_backward(probas, image, channel, kept, position, grad, weights):

@@ -60,9 +60,7 @@ def scatter_grad(
 ) -> Tensor:
     """The gradient [shape] of the rows' losses weighted by ``weights`` [R]: each kept pixel's
     gradient times its row's weight, at its position; zero elsewhere."""
-    values = grad * torch.repeat_interleave(weights, kept, output_size=grad.numel())
-    out = grad.new_zeros(int(torch.Size(shape).numel()))
-    return out.index_add_(0, position, values).view(shape)
+    return native.scatter(shape, kept, position, grad, weights.contiguous())
 
 
 @scatter_grad.register_fake
@@ -103,6 +101,7 @@ def _backward(ctx, grad_losses, *_):
     weights = grad_losses.to(torch.float32)
     if sign is not None:
         weights = weights * sign
+    weights = weights.contiguous()
     if ctx.softmax:
         grad_x = softmax_grad(probas, image, channel, kept, position, grad, weights)
     else:
