@@ -12,7 +12,9 @@ from lovaszseg.losses import native
 def pytest_generate_tests(metafunc):
     if "kernel" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("path")
-        metafunc.parametrize("kernel", marker.args if marker else ["native", "torch"], indirect=True)
+        metafunc.parametrize(
+            "kernel", marker.args if marker else ["native", "torch"], indirect=True
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""The batched kernels against the definitions, closed forms and gradcheck, in float64."""
+"""The batched kernels against the definitions, closed forms and gradcheck, in float64 (the PyTorch
+path), and the masked (CUDA) path against the compacted one."""
 
 import itertools
 
@@ -30,6 +31,7 @@ def _grad(fn, x):
 CASES = list(itertools.product([False, True], [None, IGNORE], range(6)))
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize(("per_image", "ignore", "seed"), CASES)
 def test_hinge_matches_definition(per_image, ignore, seed):
     g = torch.Generator().manual_seed(seed)
@@ -58,6 +60,7 @@ SOFTMAX_CASES = list(
 )
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize(("per_image", "ignore", "classes", "seed"), SOFTMAX_CASES)
 def test_softmax_matches_definition(per_image, ignore, classes, seed):
     g = torch.Generator().manual_seed(100 + seed)
@@ -85,6 +88,7 @@ def _iou(pred, target, cls, valid):
     return inter / union
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 def test_softmax_is_tight_at_one_hot_probabilities():
     """At one-hot predictions the loss is the mean over counted classes of 1 - IoU."""
     g = torch.Generator().manual_seed(0)
@@ -111,6 +115,7 @@ def test_softmax_is_tight_at_one_hot_probabilities():
     assert loss.item() == pytest.approx(sum(per_image) / 4, rel=1e-12)
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 def test_hinge_is_tight_at_unit_logits():
     """At logits of ±1 the hinge errors are 0 or 2, so the loss is 2 (1 - IoU of the foreground)."""
     g = torch.Generator().manual_seed(1)
@@ -126,6 +131,7 @@ def test_hinge_is_tight_at_unit_logits():
     assert loss.item() == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize("per_image", [False, True])
 def test_gradcheck(per_image):
     g = torch.Generator().manual_seed(3)
@@ -168,7 +174,7 @@ def test_masked_path_equals_compacted_path(per_image, monkeypatch):
     monkeypatch.setattr(
         functional,
         "lovasz_rows",
-        lambda x, y, rows, sync=False, softmax=False: kernel._LovaszExtension.apply(
+        lambda x, y, rows, sync=False, softmax=False, **_: kernel._LovaszExtension.apply(
             x, y, rows, False, sync, softmax
         ),
     )
@@ -177,6 +183,7 @@ def test_masked_path_equals_compacted_path(per_image, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize(
     ("per_image", "classes", "class_weights"),
     [

@@ -1,10 +1,12 @@
 """The kernel's bit tricks and chunked sums, checked against plain definitions."""
 
+import pytest
 import torch
 
 from lovaszseg.losses.lovasz import _decode_keys, _error_keys, _row_sums
 
 
+@pytest.mark.path("torch")  # parts of the PyTorch path
 def test_error_keys_sort_by_decreasing_error_foreground_first_and_decode_exactly():
     g = torch.Generator().manual_seed(0)
     err = torch.cat(
@@ -26,6 +28,7 @@ def test_error_keys_sort_by_decreasing_error_foreground_first_and_decode_exactly
     assert not bool((tie & fg[1:] & ~fg[:-1]).any())  # within a tie, foreground comes first
 
 
+@pytest.mark.path("torch")  # parts of the PyTorch path
 def test_row_sums_are_float64_segment_sums_across_chunk_boundaries():
     g = torch.Generator().manual_seed(1)
     values = torch.rand(1000, generator=g)

@@ -50,6 +50,7 @@ HINGE = list(
 )
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize(("per_image", "activation", "symmetric", "empty", "seed"), HINGE)
 def test_hinge_variants_match_definition(per_image, activation, symmetric, empty, seed):
     logits, labels = _binary(seed)
@@ -82,6 +83,7 @@ ML = list(
 )
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize(("kind", "classes", "per_image", "weights", "seed"), ML)
 def test_multilabel_matches_definition(kind, classes, per_image, weights, seed):
     logits, targets = _multilabel(seed)
@@ -101,6 +103,7 @@ def test_multilabel_matches_definition(kind, classes, per_image, weights, seed):
     _assert_same(ours, ref)
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize("per_image", [False, True])
 def test_one_channel_multilabel_equals_the_binary_hinge(per_image):
     logits, labels = _binary(5)
@@ -109,6 +112,7 @@ def test_one_channel_multilabel_equals_the_binary_hinge(per_image):
     assert multi == lovasz_hinge(logits, labels, per_image, IGNORE)
 
 
+@pytest.mark.path("torch")  # float64: the kernel computes in float32
 @pytest.mark.parametrize("per_image", [False, True])
 def test_class_weights_match_definition_and_ones_change_nothing(per_image):
     g = torch.Generator().manual_seed(7)
