@@ -262,14 +262,14 @@ def lovasz_hinge(
     sign = (1 - 2 * (1 - target)) if symmetric else None
     image = image.repeat(len(targets))
     rows = Rows(
-        image if per_image else None,
-        torch.zeros_like(target),
-        target,
-        void,
-        3,
-        sign,
-        1.0,
-        activation,
+        image=image if per_image else None,
+        channel=torch.zeros_like(target),
+        target=target,
+        void=void,
+        num_labels=3,
+        sign=sign,
+        offset=1.0,
+        activation=activation,
     )
     global_sync = sync == "global" and not per_image
     losses = lovasz_rows(x, column.unsqueeze(1), rows, sync=global_sync)
@@ -403,7 +403,7 @@ def _softmax_loss(
     weights = counts > 0 if present_only else has_valid.expand_as(counts)
 
     def rows(image, cls):
-        return Rows(image, cls, cls, void, num_labels)
+        return Rows(image=image, channel=cls, target=cls, void=void, num_labels=num_labels)
 
     return _class_rows_loss(
         p,
@@ -498,7 +498,9 @@ def lovasz_multilabel(
     offset = 1.0 if kind == "hinge" else 0.0
 
     def rows(image, cls):
-        return Rows(image, cls, None, _VOID if has_void else None, offset=offset)
+        return Rows(
+            image=image, channel=cls, target=None, void=_VOID if has_void else None, offset=offset
+        )
 
     return _class_rows_loss(
         x, y, weights, weights_c, class_ids, per_image, rows, global_sync, reduction

@@ -386,7 +386,11 @@ def _row_sums(values, row, n_rows, chunk=1 << 20):
 
 
 class _LovaszExtension(torch.autograd.Function):
-    """Row losses: the Lovász extension of the Jaccard loss over each row's pixel errors.
+    """Row losses: the Lovász extension of the Jaccard loss over each row's pixel errors, in
+    PyTorch, in the paper's four steps (numbered in ``forward``): errors, sort, Jaccard
+    increments, dot. ``_native.c`` does the same four: ``lovasz_count`` the errors and the keep
+    rule, ``lovasz_rows`` the sort (buckets, then small sorts) and, in one sweep, increments and
+    dot.
 
     Backward needs only the gradient of each row's loss with respect to ``x``, known once the
     forward pass has sorted: the kept pixels' positions and gradients are stored instead of the
@@ -401,6 +405,8 @@ class _LovaszExtension(torch.autograd.Function):
         probas = None
         if softmax:  # x are logits: the rows read probabilities, backward chains the softmax
             xd = probas = torch.softmax(xd, dim=1)
+
+        # 1. Errors: every row's pixel errors, and which of them can contribute at all.
         if y.dim() == 3:
             errors, fg, gts, threshold = _dense_errors(xd, y, rows)
         else:
@@ -435,8 +441,11 @@ class _LovaszExtension(torch.autograd.Function):
             err, is_fg, row, mine = distributed.gather_pixels(err, is_fg, row)
         owned = [err, is_fg, row]
         del err, is_fg, row
+
+        # 2. Sort: by row, then by decreasing error.
         err, fg_sorted, row, counts, order = _sort(owned, n_rows)
 
+        # 3. Jaccard increments: the differences of the prefix Jaccard losses, exactly.
         inter, union, starts = _prefix_counts(fg_sorted, counts, gts)
         owned = [inter, union]
         del inter, union
@@ -448,6 +457,7 @@ class _LovaszExtension(torch.autograd.Function):
         elu = rows.activation == "elu+1"
         increments_x = increments * err.clamp(max=1) if elu else increments
 
+        # 4. Dot: the sorted errors with the increments (the loss), the increments (the gradient).
         losses = _row_sums(err.mul_(increments), row, n_rows)
         del err, row
 
