@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from lovaszseg.losses.compose import TASKS, CompositeLoss
+from lovaszseg.objectives.compose import TASKS, CompositeLoss
 
 CHECKPOINT_KEY = "lovaszseg"
 

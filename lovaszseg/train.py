@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
-from lovaszseg.losses.compose import CompositeLoss
 from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
+from lovaszseg.objectives.compose import CompositeLoss
 from lovaszseg.resolvers import register_resolvers
 from lovaszseg.results import ResultsWriter, read_results
 from lovaszseg.tables import print_iou_table

@@ -179,3 +179,29 @@ def test_the_wheel_carries_the_kernel_and_the_losses_need_only_torch(torch_only_
     assert out["variant"] == "openmp" and "site-packages" in out["kernel"]
     assert not (tmp_path / "cache").exists()  # nothing was compiled
     assert out["loss"] > 0 and out["grad"] > 0 and out["hinge"] > 0
+
+
+def test_the_losses_package_imports_nothing_of_the_framework():
+    """``lovaszseg.losses`` is a library of its own: torch and its own modules only."""
+    import ast
+
+    for source in (ROOT / "lovaszseg" / "losses").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top != "lovaszseg", f"{source.name} imports {name}"
+                assert top not in {
+                    "lightning",
+                    "pytorch_lightning",
+                    "hydra",
+                    "omegaconf",
+                    "segmentation_models_pytorch",
+                    "albumentations",
+                    "numpy",
+                }, f"{source.name} imports {name}"

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from lovaszseg.losses import LovaszHingeLoss
-from lovaszseg.losses.compose import CompositeLoss, LossTerm
-from lovaszseg.losses.pixelwise import BinaryCrossEntropy, CrossEntropy
+from lovaszseg.objectives.compose import CompositeLoss, LossTerm
+from lovaszseg.objectives.pixelwise import BinaryCrossEntropy, CrossEntropy
 
 
 def test_bce_averages_over_valid_pixels_only():

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lovaszseg.losses.compose import CompositeLoss
+from lovaszseg.objectives.compose import CompositeLoss
 from lovaszseg.resolvers import register_resolvers
 from lovaszseg.train import check_loss_fits_data, per_rank_batch_size, resolve_resume
 

@@ -14,9 +14,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from lovaszseg.csv_logger import ResumableCSVLogger
-from lovaszseg.losses.compose import CompositeLoss, LossTerm
-from lovaszseg.losses.pixelwise import BinaryCrossEntropy, CrossEntropy
 from lovaszseg.module import NonFiniteLossError, SegmentationModule, load_checkpoint
+from lovaszseg.objectives.compose import CompositeLoss, LossTerm
+from lovaszseg.objectives.pixelwise import BinaryCrossEntropy, CrossEntropy
 from lovaszseg.results import ResultsWriter, best_and_final, write_json_atomic
 from tests.train.fake_data import StripesDataModule
 
