@@ -226,6 +226,8 @@ def test_one_openmp_runtime_bounded_by_set_num_threads(threads):
 
 
 def _fresh(monkeypatch, cache):
+    """A kernel state as in a new process, without a wheel's library, caching in ``cache``."""
+    monkeypatch.setattr(native, "_prebuilt", lambda variant, digest: None)
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_tried", False)
     monkeypatch.setattr(native, "enabled", True)
@@ -287,7 +289,6 @@ def test_without_any_place_to_build_one_warning_and_the_pytorch_path(monkeypatch
     blocker.write_text("")
     _fresh(monkeypatch, blocker / "cache")
     monkeypatch.setattr(native, "_private_dir", lambda: blocker / "private")
-    monkeypatch.setattr(native, "_prebuilt", lambda variant, digest: None)
     probas = torch.rand(2, 3, 8, 8).softmax(1)
     labels = torch.randint(0, 3, (2, 8, 8))
     with pytest.warns(RuntimeWarning, match="fused CPU kernel is unavailable") as record:
@@ -303,7 +304,6 @@ def test_without_a_compiler_warns_and_falls_back(monkeypatch, tmp_path):
 
     _fresh(monkeypatch, tmp_path)
     monkeypatch.setenv("CC", "/nonexistent/cc")
-    monkeypatch.setattr(native, "_prebuilt", lambda variant, digest: None)
     with pytest.warns(RuntimeWarning, match="no C compiler"):
         lovasz_softmax(torch.rand(2, 3, 4, 4).softmax(1), torch.randint(0, 3, (2, 4, 4)))
     assert native.library() is None and not _built(tmp_path)
@@ -320,7 +320,6 @@ def test_a_compiler_without_openmp_still_builds_the_kernel(monkeypatch, tmp_path
     expected = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
     _fresh(monkeypatch, tmp_path)
     monkeypatch.setitem(native.VARIANTS, "openmp", ["-fno-such-flag-openmp"])
-    monkeypatch.setattr(native, "_prebuilt", lambda variant, digest: None)
     assert native.library().variant == "serial"
     got = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
     assert got == expected
@@ -336,7 +335,8 @@ def test_four_processes_starting_together_build_once(tmp_path):
     env = {**os.environ, "CC": str(wrapper), "LOVASZSEG_CACHE_DIR": str(tmp_path / "cache")}
     code = (
         "import sys, time; t = float(sys.argv[1]); time.sleep(max(0, t - time.time()));"
-        "from lovaszseg.losses import native; lib = native.library(); print(lib.variant, lib.path)"
+        "from lovaszseg.losses import native; native._prebuilt = lambda variant, digest: None;"
+        "lib = native.library(); print(lib.variant, lib.path)"
     )
     start = str(time.time() + 4)
     ranks = [
@@ -350,3 +350,20 @@ def test_four_processes_starting_together_build_once(tmp_path):
     assert {tuple(out) for out in outputs} == {("openmp", str(_built(tmp_path / "cache")[0]))}
     compiles = [line for line in log.read_text().splitlines() if " -c " in f" {line} "]
     assert len(compiles) == 1, compiles
+
+
+def test_a_wheels_library_is_used_only_if_built_from_this_source(monkeypatch, tmp_path):
+    """An editable install's in-place library goes stale when _native.c changes: refused."""
+    digest = native.source_hash()
+    for name, built_from in (
+        ("_lovasz_openmp.stale.so", "0" * 16),
+        ("_lovasz_serial.ok.so", digest),
+    ):
+        variant = "openmp" if "openmp" in name else "serial"
+        for command in native.build_commands(
+            native.compiler(), variant, str(tmp_path / name), built_from
+        ):
+            subprocess.run(command, check=True)
+    monkeypatch.setattr(native, "_HERE", tmp_path)
+    assert native._prebuilt("openmp", digest) is None
+    assert native._prebuilt("serial", digest).path == tmp_path / "_lovasz_serial.ok.so"
