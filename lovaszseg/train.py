@@ -84,10 +84,23 @@ def resolve_resume(ckpt_path: str | None, auto_resume: bool, output_dir: Path) -
     return str(last) if auto_resume and last.is_file() else None
 
 
+def relaunches_script(trainer: pl.Trainer) -> bool:
+    """Whether Lightning will re-execute the command line to start the other ranks.
+
+    The ``ddp`` strategy always holds a ``_SubprocessScriptLauncher``; it starts processes only
+    when the cluster environment does not (under SLURM, srun has started every rank already).
+    """
+    launcher = trainer.strategy.launcher
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and not launcher.cluster_environment.creates_processes_externally
+    )
+
+
 def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
     """Lightning's ``ddp`` re-executes the command line, which would nest a sweep inside each job."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+    if multirun and relaunches_script(trainer):
         raise ValueError(
             "trainer=ddp relaunches the script and cannot run inside a Hydra multirun; use "
             "trainer=ddp_spawn for sweeps on one node, or hydra/launcher=slurm (one task per GPU)"
