@@ -70,5 +70,8 @@ class ResultsWriter(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        # Ctrl-C, SIGTERM (Lightning's SIGTERMException) and a job manager's sys.exit stop a
+        # healthy run from outside; anything else is the run's own failure
+        interrupted = isinstance(exception, KeyboardInterrupt | SystemExit)
+        status = "interrupted" if interrupted else "failed"
         self.write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}")
