@@ -1,16 +1,25 @@
 """Stop cleanly on SIGTERM, the signal SLURM (preemption, requeue) and Kubernetes send first.
 
-Lightning turns a SIGTERM into a ``SIGTERMException`` at the next batch boundary, on every rank
-together. This callback then saves ``last.ckpt`` (through a temporary file and a rename, so a
-SIGKILL during the save leaves the previous one whole), and a resume (``ckpt_path=last``, or
-``auto_resume=true`` when SLURM requeues the job) loses at most the batch that was running.
+The handler only notes the signal. At the end of every training batch the ranks
+agree whether any of them got it — one small all-reduce, the same point on every rank — and
+then all of them save ``last.ckpt`` from that batch (Lightning resumes from such a checkpoint
+mid-epoch) and stop with Lightning's ``SIGTERMException``, so ``results.json`` says
+``interrupted`` and a resume (``ckpt_path=last``, or ``auto_resume=true`` when SLURM requeues
+the job) loses at most the batch that was running.
+
+Lightning's own SIGTERM handler is replaced while training runs (its original handlers come
+back when the Trainer tears down): it broadcasts from inside the signal handler, which meets
+whatever collective the other ranks are in at that moment and can hang a multi-process job
+until SLURM kills it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -19,16 +28,23 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointOnSigterm(pl.Callback):
-    """On SIGTERM during fit, save ``<dirpath>/<filename>.ckpt`` from the current state."""
+    """On SIGTERM during fit, save ``<dirpath>/<filename>.ckpt`` at the next batch end and stop."""
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.target = Path(dirpath) / f"{filename}.ckpt"
+        self.received = False
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.received = False
+        signal.signal(signal.SIGTERM, self._note)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
+        # a temporary file and a rename: a SIGKILL during the save leaves the old last.ckpt whole
         partial = self.target.with_name(f".{self.target.name}.sigterm")
         trainer.save_checkpoint(partial)
         if trainer.is_global_zero:
@@ -40,3 +56,4 @@ class CheckpointOnSigterm(pl.Callback):
                 trainer.global_step,
                 self.target,
             )
+        raise SIGTERMException("SIGTERM: stopped after saving last.ckpt")

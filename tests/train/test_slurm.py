@@ -58,6 +58,7 @@ def test_requeued_job_resumes_from_last_checkpoint_and_loses_nothing(data_dir, t
         # what SLURM does on preemption (PreemptMode=REQUEUE), and what submitit runs when the
         # time limit nears: SIGTERM to every task, then the same batch script again
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        release_when_pending(job_id)
         _, stderr = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
@@ -88,3 +89,21 @@ def requeue_point_reached(root) -> bool:
     """Epoch 1 is logged: the job is training, with a best and a last checkpoint behind it."""
     logs = list((root / "multirun" / "train").glob("*/0/train.log"))
     return bool(logs) and "epoch 1/5" in logs[0].read_text()
+
+
+def release_when_pending(job_id: str) -> None:
+    """SLURM holds a requeued job back for two minutes (its BeginTime); start it at once."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["squeue", "--noheader", "--format=%T", "--jobs", job_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        if state == "PENDING":
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
+            )
+            return
+        time.sleep(0.5)
