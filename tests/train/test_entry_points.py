@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from tests.train.entry import (
-    FAST,
-    epoch_finished,
     epochs_with,
     metric_rows,
     results,
     run_dirs,
+    signal_after_epoch,
+    start_training,
     sweep_jobs,
 )
 
@@ -127,28 +123,8 @@ def test_run_killed_with_sigkill_resumes_and_keeps_the_finetune_schedule(
     data_dir, run_entry, tmp_path
 ):
     overrides = ["loss=finetune_hinge", "trainer.max_epochs=4"]  # switches at epoch 2
-    command = [
-        sys.executable,
-        "-m",
-        "lovaszseg.train",
-        *FAST,
-        f"paths.data_dir={data_dir}",
-        *overrides,
-    ]
-    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while not epoch_finished(tmp_path, epoch=0):
-            assert proc.poll() is None, "training ended before its first epoch was logged"
-            assert time.monotonic() < deadline, "no finished epoch within 240 s"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    proc = start_training(data_dir, tmp_path, *overrides)
+    assert signal_after_epoch(proc, tmp_path, 0, signal.SIGKILL) == -signal.SIGKILL
     (run,) = run_dirs(tmp_path)
     assert results(run)["status"] == "running"
 
