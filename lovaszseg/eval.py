@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 
 from lovaszseg.module import SegmentationModule, load_checkpoint
 from lovaszseg.predictions import PredictionWriter
+from lovaszseg.reporting.atomic import write_json_atomic
 from lovaszseg.resolvers import register_resolvers
-from lovaszseg.results import write_json_atomic
 from lovaszseg.tables import print_iou_table
 
 log = logging.getLogger(__name__)

@@ -86,14 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lovaszseg.report: error: {err}", file=sys.stderr)
         return 2
     for panel in report.panels:
-        console.print(to_rich(ranking_table(panel, report.metric)))
-        classes = per_class_table(panel)
-        if classes is not None:
-            console.print(to_rich(classes))
+        for table in (ranking_table(panel, report.metric), per_class_table(panel)):
+            if table is not None:
+                console.print(*to_rich(table, console.width))
         for note in panel.notes:
             console.print(f"[yellow]note:[/] {note}")
     if report.incomplete:
-        console.print(to_rich(incomplete_table(report)))
+        console.print(*to_rich(incomplete_table(report), console.width))
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")
     return 0
 

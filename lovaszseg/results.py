@@ -10,28 +10,13 @@ never sees the module's state.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
-
-def write_json_atomic(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from lovaszseg.reporting.atomic import write_json_atomic
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -85,5 +70,8 @@ class ResultsWriter(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        # Ctrl-C, SIGTERM (Lightning's SIGTERMException) and a job manager's sys.exit stop a
+        # healthy run from outside; anything else is the run's own failure
+        interrupted = isinstance(exception, KeyboardInterrupt | SystemExit)
+        status = "interrupted" if interrupted else "failed"
         self.write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}")

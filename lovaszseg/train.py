@@ -9,6 +9,7 @@ training process. Returns the best ``val/mIoU`` so Hydra sweepers can optimise i
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch.nn.modules.batchnorm import _BatchNorm
 
+from lovaszseg.config_types import check_config_types
 from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
 from lovaszseg.objectives.compose import CompositeLoss
 from lovaszseg.resolvers import register_resolvers
@@ -67,6 +72,41 @@ def per_rank_batch_size(global_batch_size: int, world_size: int) -> int:
     return global_batch_size // world_size
 
 
+def has_batchnorm(model_cfg: DictConfig, out_channels: int) -> bool:
+    """Whether the configured network holds BatchNorm layers, built on the meta device (no
+    weights are allocated and nothing is initialised)."""
+    net_config = OmegaConf.to_container(model_cfg, resolve=True) | {"classes": out_channels}
+    with torch.device("meta"):
+        net = instantiate(net_config)
+    return any(isinstance(m, _BatchNorm) for m in net.modules())
+
+
+def check_batchnorm_batch(per_process: int, world_size: int, batchnorm: bool) -> None:
+    """BatchNorm cannot train on one sample per process (no variance within the batch)."""
+    if batchnorm and per_process < 2:
+        raise ValueError(
+            f"data.batch_size={per_process * world_size} is the global batch: over {world_size} "
+            f"process(es) each trains on {per_process} sample(s), and the network's BatchNorm "
+            f"needs at least 2; use data.batch_size={2 * world_size} or more"
+        )
+
+
+def check_sweep_is_multirun(experiment: str | None) -> None:
+    """An experiment that defines a sweep (the usage modes) means nothing as one run."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    params = dict(hydra_cfg.sweeper.get("params") or {})
+    chosen = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task}
+    unchosen = sorted(set(params) - chosen)
+    if hydra_cfg.mode == RunMode.RUN and unchosen:
+        swept = " ".join(f"{key}={params[key]}" for key in unchosen)
+        raise ValueError(
+            f"experiment={experiment} is a sweep ({swept}): add -m to run it all, or choose "
+            f"one, e.g. {unchosen[0]}={str(params[unchosen[0]]).split(',')[0]}"
+        )
+
+
 def resolve_resume(ckpt_path: str | None, auto_resume: bool, output_dir: Path) -> str | None:
     """``ckpt_path=last`` -> this run dir's last.ckpt (must exist); ``auto_resume`` -> it if present."""
     last = output_dir / "checkpoints" / "last.ckpt"
@@ -84,10 +124,23 @@ def resolve_resume(ckpt_path: str | None, auto_resume: bool, output_dir: Path) -
     return str(last) if auto_resume and last.is_file() else None
 
 
+def relaunches_script(trainer: pl.Trainer) -> bool:
+    """Whether Lightning will re-execute the command line to start the other ranks.
+
+    The ``ddp`` strategy always holds a ``_SubprocessScriptLauncher``; it starts processes only
+    when the cluster environment does not (under SLURM, srun has started every rank already).
+    """
+    launcher = trainer.strategy.launcher
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and not launcher.cluster_environment.creates_processes_externally
+    )
+
+
 def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
     """Lightning's ``ddp`` re-executes the command line, which would nest a sweep inside each job."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+    if multirun and relaunches_script(trainer):
         raise ValueError(
             "trainer=ddp relaunches the script and cannot run inside a Hydra multirun; use "
             "trainer=ddp_spawn for sweeps on one node, or hydra/launcher=slurm (one task per GPU)"
@@ -102,9 +155,21 @@ def sync_batchnorm_supported(trainer_cfg: DictConfig) -> bool:
     return accelerator in ("gpu", "cuda")
 
 
+def best_checkpoints_first(callbacks: list[pl.Callback]) -> list[pl.Callback]:
+    """Checkpoint callbacks that monitor a metric before those that do not (order otherwise kept).
+
+    Every checkpoint file stores every callback's state, written when its own callback saves. If
+    last.ckpt were saved before the best-checkpoint callback took in the epoch, it would carry
+    the best score of one validation earlier, and after a resume a worse epoch could replace
+    best.ckpt.
+    """
+    return sorted(callbacks, key=lambda c: isinstance(c, ModelCheckpoint) and c.monitor is None)
+
+
 def build_trainer(cfg: DictConfig, loggers: list[Any], results: ResultsWriter) -> pl.Trainer:
     """The configured Trainer with the configured callbacks plus the results writer."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = best_checkpoints_first(callbacks)
     sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm"))
     if sync_batchnorm and not sync_batchnorm_supported(cfg.trainer):
         log.info("SyncBatchNorm needs GPUs; CPU ranks keep their own BatchNorm statistics")
@@ -142,9 +207,11 @@ def build_module(cfg: DictConfig, loss: CompositeLoss, datamodule: Any) -> Segme
 
 def train(cfg: DictConfig) -> float | None:
     """Fit one model as configured; returns the best ``val/mIoU`` (rank zero) or ``None``."""
+    check_config_types(cfg)
+    choices = group_choices()
+    check_sweep_is_multirun(choices["experiment"])
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    choices = group_choices()
     loss = instantiate(cfg.loss)
     check_loss_fits_data(loss.task, cfg.data.num_classes, choices["loss"], choices["data"])
     if cfg.init_from and cfg.ckpt_path:
@@ -155,9 +222,10 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, loggers, ResultsWriter(output_dir / RESULTS_FILE, meta))
     world_size = trainer.num_devices * trainer.num_nodes
-    datamodule = instantiate(
-        cfg.data, batch_size=per_rank_batch_size(cfg.data.batch_size, world_size)
-    )
+    per_process = per_rank_batch_size(cfg.data.batch_size, world_size)
+    out_channels = output_channels(loss.task, cfg.data.num_classes)
+    check_batchnorm_batch(per_process, world_size, has_batchnorm(cfg.model, out_channels))
+    datamodule = instantiate(cfg.data, batch_size=per_process)
     module = build_module(cfg, loss, datamodule)
 
     if resume_from:
@@ -166,6 +234,9 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException as stop:
+        # Lightning exits 0 after a SIGTERM; a job manager must see a run that did not finish
+        raise SystemExit(128 + signal.SIGTERM) from stop
     finally:
         finish_wandb(loggers)
     if not trainer.is_global_zero:
@@ -194,7 +265,11 @@ def summarize(results_path: Path) -> float | None:
 
 @hydra.main(config_path="pkg://lovaszseg.conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except Exception:
+        log.exception("training failed")  # the traceback in train.log, not only on stderr
+        raise
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -95,3 +96,25 @@ def test_module_entry_point_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "43.00 ± n/a" in (run_dir / "report.md").read_text()  # road IoU = 2·0.70 − 0.97
+
+
+def test_run_dead_in_its_first_epoch_is_listed_and_tables_fit_80_columns(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "80")  # what a SLURM log or a pipe gets
+    sweeps = roads_sweeps(tmp_path)
+    dead = write_run(sweeps[0] / "9", loss="bce", seed=9, miou=[0.5], complete=False, job_num=9)
+    (dead / "metrics.csv").write_text("lr-AdamW,step\n0.002,0\n")  # killed before epoch 0 ended
+    for extra in ([], ["--include-incomplete"]):
+        assert main([*map(str, sweeps), "--out", str(tmp_path / "out"), *extra]) == 0
+        printed = capsys.readouterr().out
+        lines = printed.splitlines()
+        assert max(len(line) for line in lines) <= 80
+        assert "…" not in printed
+        for header_word in ("loss", "Δ/σ", "background", "road", "epochs", "run", "counted"):
+            assert header_word in printed, header_word
+        cells = ("76.00 ± 1.00", "+2.5", "55.00 ± 2.00") if not extra else ()
+        for cell in ("lovasz_hinge_bce", "1m 00s", *cells):  # --include-incomplete moves means
+            assert cell in printed, cell
+        # the dead run: loss, seed, status, 0 epochs logged, no score (its long path may fold)
+        assert re.search(r"\sbce\s+9\s+incomplete\s+0\s+n/a\s", printed), printed

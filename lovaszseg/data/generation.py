@@ -3,7 +3,6 @@ per sample, smooth noise, and writing images and lists in the formats the real d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,6 @@ def check_keys(settings: Mapping[str, Any], allowed: set[str], where: str) -> No
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """An independent stream per sample, so any one sample is reproducible on its own."""
     return np.random.default_rng([int(seed), {"train": 0, "val": 1}[split], int(index)])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: readers see the old text or the new."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_jpeg(path: Path, rgb: np.ndarray, quality: int = 92) -> None:

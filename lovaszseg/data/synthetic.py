@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lovaszseg.data.generation import atomic_write_text
+from lovaszseg.reporting.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def ensure_generated(
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             write(tmp)
-            atomic_write_text(tmp / MANIFEST, json.dumps(wanted, indent=2) + "\n")
+            write_text_atomic(tmp / MANIFEST, json.dumps(wanted, indent=2) + "\n")
             if root.exists():
                 old = root.parent / f".{root.name}.old-{os.getpid()}"
                 os.replace(root, old)

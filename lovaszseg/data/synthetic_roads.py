@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 from lovaszseg.data.generation import (
-    atomic_write_text,
     check_keys,
     merge_knobs,
     sample_rng,
@@ -24,6 +23,7 @@ from lovaszseg.data.generation import (
     save_png,
     smooth_noise,
 )
+from lovaszseg.reporting.atomic import write_text_atomic
 
 ROAD_PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
@@ -220,4 +220,4 @@ def write_synthetic_roads(root: Path, settings: Mapping[str, Any]) -> None:
                 save_png(root / f"{stem}_mask.png", _jpeg_like(label))
     if settings["layout"] == "list":
         for split, lines in lists.items():
-            atomic_write_text(root / f"{split}.txt", "\n".join(lines) + "\n")
+            write_text_atomic(root / f"{split}.txt", "\n".join(lines) + "\n")

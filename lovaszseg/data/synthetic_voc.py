@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from lovaszseg.data.generation import (
-    atomic_write_text,
     check_keys,
     merge_knobs,
     sample_rng,
@@ -26,6 +25,7 @@ from lovaszseg.data.generation import (
     smooth_noise,
 )
 from lovaszseg.data.voc_classes import VOC_CLASSES, voc_palette
+from lovaszseg.reporting.atomic import write_text_atomic
 
 VOC_PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
@@ -221,4 +221,4 @@ def write_synthetic_voc(root: Path, settings: Mapping[str, Any]) -> None:
             names.append(name)
         lists = voc / "ImageSets" / "Segmentation"
         lists.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(lists / f"{split}.txt", "\n".join(names) + "\n")
+        write_text_atomic(lists / f"{split}.txt", "\n".join(names) + "\n")

@@ -16,7 +16,8 @@ Curves = dict[str, dict[int, float]]
 
 
 def read_curves(path: Path) -> Curves:
-    """Return every logged metric as an epoch -> value map (empty for an empty file).
+    """Return every logged metric as an epoch -> value map (empty for an empty file, and for
+    a file without epoch rows yet: CSVLogger adds the ``epoch`` column with the first of them).
 
     Raises ValueError naming the file when it cannot be read or is not CSVLogger output.
     """
@@ -29,6 +30,8 @@ def read_curves(path: Path) -> Curves:
         raise ValueError(f"{path}: cannot read metrics.csv ({err})") from err
     if not header:
         return {}
+    if "epoch" not in header and "step" in header:
+        return {}  # a run that died in its first epoch logged only step-level values
     if "epoch" not in header:
         raise ValueError(
             f"{path}: not a Lightning CSVLogger file: expected an 'epoch' column, "

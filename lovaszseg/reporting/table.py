@@ -106,16 +106,63 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
-def to_rich(table: Table) -> RichTable:
-    """A terminal table: number columns exactly as wide as their cells (headers wrap to fit),
-    so that a narrow terminal squeezes only the names column."""
+def to_rich(table: Table, width: int) -> list[RichTable]:
+    """Terminal tables no wider than ``width``: number columns exactly as wide as their cells
+    (headers wrap at spaces), names folded when long, and where the columns do not fit side by
+    side the table is split into parts that each repeat the leading columns (rank, name), so
+    that no column is dropped or cut short — a SLURM log or a pipe is 80 columns wide."""
+    return [_rich_table(part) for part in split_to_width(table, width)]
+
+
+def split_to_width(table: Table, width: int) -> list[Table]:
+    """``table`` as column groups that each fit ``width``, the leading columns in every one."""
+    keys = list(range(table.label_column + 1))
+    rest = [i for i in range(len(table.header)) if i not in keys]
+    budget = width - sum(_column_width(table, i, width) for i in keys)
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i in rest:
+        needed = _column_width(table, i, width)
+        if groups[-1] and used + needed > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += needed
+    if len(groups) == 1:
+        return [table]
+    return [
+        Table(
+            f"{table.title} ({part}/{len(groups)})",
+            [table.header[i] for i in keys + group],
+            [[row[i] for i in keys + group] for row in table.rows],
+            table.label_column,
+        )
+        for part, group in enumerate(groups, start=1)
+    ]
+
+
+COLUMN_GAP = 2
+"""Characters between two columns of a rendered table."""
+
+
+def _column_width(table: Table, i: int, width: int) -> int:
+    """Room a column takes: its widest cell or header word; a names column folds at a third
+    of the width."""
+    cells = max((len(row[i]) for row in table.rows), default=0)
+    word = max(len(w) for w in table.header[i].split())
+    if i == table.label_column:
+        return min(max(cells, word), max(20, width // 3)) + COLUMN_GAP
+    return max(cells, word) + COLUMN_GAP
+
+
+def _rich_table(table: Table) -> RichTable:
     rich_table = RichTable(
         title=table.title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False
     )
     for i, name in enumerate(table.header):
         cells = max((len(row[i]) for row in table.rows), default=0)
         if i == table.label_column:
-            rich_table.add_column(name, justify="left", min_width=min(cells, 40))
+            rich_table.add_column(name, justify="left", min_width=min(cells, 20), overflow="fold")
         else:
             word = max(len(w) for w in name.split())
             rich_table.add_column(name, justify="right", width=max(cells, word))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.train.entry import FAST
+from tests.train.slurm import slurm_problem
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +60,15 @@ def run_entry(data_dir: Path, tmp_path: Path) -> Runner:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """Skip (fail in CI, where LOVASZSEG_REQUIRE_SLURM=1) when no SLURM job can run."""
+    problem = slurm_problem()
+    if problem is None:
+        return
+    message = f"no SLURM here: {problem}; start one with `bash scripts/local_slurm.sh start` (root)"
+    if os.environ.get("LOVASZSEG_REQUIRE_SLURM") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

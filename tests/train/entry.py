@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,10 @@ def run_dirs(root: Path, task: str = "train") -> list[Path]:
 
 
 def sweep_jobs(root: Path) -> list[Path]:
-    """The job directories of the one multirun under ``root/multirun/train``."""
+    """The job directories of the one multirun under ``root/multirun/train`` (not .submitit)."""
     (sweep,) = (root / "multirun" / "train").iterdir()
-    return sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    jobs = (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(jobs, key=lambda p: int(p.name))
 
 
 def results(run_dir: Path) -> dict[str, Any]:
@@ -44,3 +49,31 @@ def epoch_finished(root: Path, epoch: int) -> bool:
         if (run / "checkpoints" / "last.ckpt").is_file() and (run / "metrics.csv").is_file():
             return epoch in epochs_with(metric_rows(run), "train/loss")
     return False
+
+
+def start_training(data_dir: Path, cwd: Path, *overrides: str) -> subprocess.Popen:
+    """``python -m lovaszseg.train`` with the fast overrides, in the background."""
+    command = [sys.executable, "-m", "lovaszseg.train", *FAST, f"paths.data_dir={data_dir}"]
+    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.Popen(
+        [*command, *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def signal_after_epoch(proc: subprocess.Popen, root: Path, epoch: int, signum: int) -> int:
+    """Send ``signum`` to a background run once ``epoch`` is finished; return its exit status."""
+    try:
+        deadline = time.monotonic() + 240
+        while not epoch_finished(root, epoch):
+            assert proc.poll() is None, f"training ended before epoch {epoch} was logged"
+            assert time.monotonic() < deadline, f"epoch {epoch} not finished within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        return proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

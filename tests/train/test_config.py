@@ -5,14 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from lovaszseg.config_types import check_config_types
 from lovaszseg.objectives.compose import CompositeLoss
 from lovaszseg.resolvers import register_resolvers
-from lovaszseg.train import check_loss_fits_data, per_rank_batch_size, resolve_resume
+from lovaszseg.train import (
+    check_batchnorm_batch,
+    check_loss_fits_data,
+    per_rank_batch_size,
+    relaunches_script,
+    resolve_resume,
+)
 
 register_resolvers()
 
@@ -129,6 +138,73 @@ def test_slurm_launcher_runs_one_task_per_gpu_and_lightning_does_not_requeue():
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm
     (plugin,) = cfg.trainer.plugins
     assert plugin._target_.endswith("SLURMEnvironment") and plugin.auto_requeue is False
+
+
+def test_slurm_launcher_asks_for_no_gpu_for_a_cpu_run():
+    cfg = compose_train(
+        "hydra/launcher=slurm",
+        "trainer=slurm",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        hydra_config=True,
+    )
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, None)
+
+
+def test_ddp_relaunches_the_script_except_where_slurm_started_the_ranks(monkeypatch):
+    def ddp_trainer(**kwargs):
+        return pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, **kwargs)
+
+    assert relaunches_script(ddp_trainer())
+    slurm_task = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NODELIST": "vm",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }
+    for name, value in slurm_task.items():
+        monkeypatch.setenv(name, value)
+    plugin = SLURMEnvironment(auto_requeue=False)
+    assert not relaunches_script(ddp_trainer(plugins=[plugin]))
+
+
+def test_config_types_are_checked_with_the_key_and_the_type():
+    check_config_types(compose_train())
+    check_config_types(compose_train("loss=finetune_softmax", "data=synthetic_voc"))
+    cfg = compose_train(
+        "data.batch_size=abc", "trainer.max_epochs=abc", "loss.terms.lovasz_hinge.weight=abc"
+    )
+    with pytest.raises(ValueError) as error:
+        check_config_types(cfg)
+    assert str(error.value) == (
+        "wrong type in the config: data.batch_size='abc': expected an integer; "
+        "trainer.max_epochs='abc': expected an integer; "
+        "loss.terms.lovasz_hinge.weight='abc': expected a number"
+    )
+    with pytest.raises(ValueError, match=r"auto_resume='yes': expected true or false"):
+        check_config_types(compose_train("auto_resume=yes"))
+    with pytest.raises(ValueError, match=r"trainer.max_epochs=2.5: expected an integer"):
+        check_config_types(compose_train("trainer.max_epochs=2.5"))
+
+
+def test_debug_preset_gives_every_process_two_samples():
+    assert compose_train("debug=fast").data.batch_size == 2
+    cfg = compose_train("debug=fast", "trainer=ddp", "trainer.devices=2")
+    assert cfg.data.batch_size == 4
+
+
+def test_batchnorm_needs_two_samples_per_process():
+    check_batchnorm_batch(2, 2, batchnorm=True)
+    check_batchnorm_batch(1, 2, batchnorm=False)
+    with pytest.raises(ValueError) as error:
+        check_batchnorm_batch(1, 2, batchnorm=True)
+    message = str(error.value)
+    assert "data.batch_size=2" in message and "2 process(es)" in message
+    assert "use data.batch_size=4" in message
 
 
 def test_constant_schedule_is_an_empty_option():

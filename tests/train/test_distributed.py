@@ -6,12 +6,12 @@ import pytest
 
 from tests.train.entry import metric_rows, results, run_dirs, sweep_jobs
 
-# 8 training images, global batch 4 over 2 ranks: each rank sees 4 images in batches of 2, so an
-# epoch is 2 optimizer steps, as on one process; without the per-rank split it would be 1.
+# 8 training images; debug=fast's global batch is 2 per process, 4 over 2 ranks: each rank sees 4
+# images in batches of 2, so an epoch is 2 optimizer steps, as on one process; without the
+# per-rank split it would be 1.
 TWO_CPU_RANKS = (
     "trainer.devices=2",
     "trainer.accelerator=cpu",
-    "data.batch_size=4",
     "trainer.limit_train_batches=1.0",
 )
 
@@ -52,6 +52,19 @@ def test_sweep_with_ddp_spawn_runs_each_job_on_two_ranks(run_entry, tmp_path):
     assert all(results(job)["world_size"] == 2 for job in jobs)
     assert all(steps_per_epoch(job) == {2} for job in jobs)
     assert not (tmp_path / "outputs").exists()  # no stray single-run directories
+
+
+def test_one_sample_per_process_is_refused_before_any_process_starts(run_entry, tmp_path):
+    proc = run_entry(
+        "lovaszseg.train", "trainer=ddp", *TWO_CPU_RANKS, "data.batch_size=2", check=False
+    )
+    assert proc.returncode != 0
+    assert (
+        "data.batch_size=2 is the global batch: over 2 process(es) each trains on 1 sample(s), "
+        "and the network's BatchNorm needs at least 2; use data.batch_size=4 or more"
+    ) in proc.stderr
+    (run,) = run_dirs(tmp_path)
+    assert not (run / "train_ddp_process_1.log").exists()  # no rank was relaunched
 
 
 def test_relaunching_ddp_is_refused_inside_a_sweep(run_entry, tmp_path):

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from tests.train.entry import (
-    FAST,
-    epoch_finished,
     epochs_with,
     metric_rows,
     results,
     run_dirs,
+    signal_after_epoch,
+    start_training,
     sweep_jobs,
 )
 
@@ -51,6 +47,13 @@ def test_default_job_writes_the_run_directory_contract_and_wandb_offline(run_ent
         assert epochs_with(rows, column) == [0, 1], column
     assert "val/IoU_road" in rows[0]
     assert "mIoU" in proc.stdout and "road" in proc.stdout  # the final IoU table
+    # one plain line per validated epoch, in train.log and on the console (SLURM .out, pipes)
+    log = (run / "train.log").read_text()
+    for epoch in (0, 1):
+        (line,) = [x for x in log.splitlines() if f"epoch {epoch}/1 step {2 * epoch + 2} |" in x]
+        for part in ("train/loss", "lovasz_hinge", "bce", "val/loss", "val/mIoU", " s"):
+            assert part in line, (part, line)
+    assert f"val/mIoU {final['val/mIoU']:.4f}" in log
 
     (offline,) = (run / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb"))
@@ -93,6 +96,36 @@ def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_pat
     assert "loss=lovasz_hinge is a binary loss" in proc.stderr and "21 classes" in proc.stderr
     (run,) = run_dirs(tmp_path)
     assert not (run / "checkpoints").exists()
+    log = (run / "train.log").read_text()  # the traceback is kept with the run
+    assert "training failed" in log and "Traceback" in log and "21 classes" in log
+
+
+def test_wrong_types_fail_at_once_naming_key_and_type(run_entry, tmp_path):
+    proc = run_entry(
+        "lovaszseg.train",
+        "data.batch_size=abc",
+        "trainer.max_epochs=abc",
+        "loss.terms.lovasz_hinge.weight=abc",
+        check=False,
+    )
+    assert proc.returncode != 0
+    for problem in (
+        "data.batch_size='abc': expected an integer",
+        "trainer.max_epochs='abc': expected an integer",
+        "loss.terms.lovasz_hinge.weight='abc': expected a number",
+    ):
+        assert problem in proc.stderr
+    assert "Trainer" not in proc.stderr  # nothing was built
+
+
+def test_usage_mode_experiment_without_multirun_is_refused_with_a_hint(run_entry, tmp_path):
+    proc = run_entry("lovaszseg.train", "experiment=roads_modes", check=False)
+    assert proc.returncode != 0
+    assert (
+        "experiment=roads_modes is a sweep (loss=bce,lovasz_hinge,lovasz_hinge_bce,"
+        "finetune_hinge): add -m to run it all, or choose one, e.g. loss=bce"
+    ) in proc.stderr
+    assert not (run_dirs(tmp_path)[0] / "checkpoints").exists()
 
 
 @pytest.mark.slow
@@ -127,28 +160,8 @@ def test_run_killed_with_sigkill_resumes_and_keeps_the_finetune_schedule(
     data_dir, run_entry, tmp_path
 ):
     overrides = ["loss=finetune_hinge", "trainer.max_epochs=4"]  # switches at epoch 2
-    command = [
-        sys.executable,
-        "-m",
-        "lovaszseg.train",
-        *FAST,
-        f"paths.data_dir={data_dir}",
-        *overrides,
-    ]
-    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while not epoch_finished(tmp_path, epoch=0):
-            assert proc.poll() is None, "training ended before its first epoch was logged"
-            assert time.monotonic() < deadline, "no finished epoch within 240 s"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    proc = start_training(data_dir, tmp_path, *overrides)
+    assert signal_after_epoch(proc, tmp_path, 0, signal.SIGKILL) == -signal.SIGKILL
     (run,) = run_dirs(tmp_path)
     assert results(run)["status"] == "running"
 

@@ -17,7 +17,7 @@ from lovaszseg.csv_logger import ResumableCSVLogger
 from lovaszseg.module import NonFiniteLossError, SegmentationModule, load_checkpoint
 from lovaszseg.objectives.compose import CompositeLoss, LossTerm
 from lovaszseg.objectives.pixelwise import BinaryCrossEntropy, CrossEntropy
-from lovaszseg.results import ResultsWriter, best_and_final, write_json_atomic
+from lovaszseg.results import ResultsWriter, best_and_final
 from tests.train.fake_data import StripesDataModule
 
 NET_CONFIG = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
@@ -199,12 +199,3 @@ def test_best_is_highest_miou_and_earliest_on_ties():
     best, final = best_and_final(history)
     assert best["epoch"] == 1 and final["epoch"] == 3
     assert best_and_final([]) == (None, None)
-
-
-def test_json_is_written_atomically_and_refuses_nan(tmp_path):
-    target = tmp_path / "results.json"
-    write_json_atomic(target, {"a": 1})
-    with pytest.raises(ValueError):
-        write_json_atomic(target, {"a": float("nan")})
-    assert json.loads(target.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

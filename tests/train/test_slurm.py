@@ -1,0 +1,109 @@
+"""The SLURM launcher against a real single-node SLURM: sweeps, and a requeue that loses nothing.
+
+``.ci/run`` starts the cluster (``scripts/local_slurm.sh``); elsewhere these tests skip unless
+``srun`` answers. Each job is 2 tasks joined by Lightning (gloo on CPU), as on a GPU node.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.train.entry import FAST, epochs_with, metric_rows, results, sweep_jobs
+from tests.train.slurm import SLURM_CPU_JOB, submitted_job_ids
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
+
+
+def test_two_job_sweep_runs_each_job_on_two_slurm_tasks(run_entry, tmp_path):
+    run_entry("lovaszseg.train", *SLURM_CPU_JOB, "seed=1,2", multirun=True, timeout=600)
+    jobs = sweep_jobs(tmp_path)
+    summaries = [results(job) for job in jobs]
+    assert [s["seed"] for s in summaries] == [1, 2]
+    assert [(s["status"], s["world_size"]) for s in summaries] == [("completed", 2)] * 2
+    for job in jobs:
+        assert epochs_with(metric_rows(job), "val/mIoU") == [0, 1]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_requeued_job_resumes_from_last_checkpoint_and_loses_nothing(data_dir, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "lovaszseg.train",
+        "--multirun",
+        *FAST,
+        f"paths.data_dir={data_dir}",
+        *SLURM_CPU_JOB,
+        "trainer.max_epochs=6",
+        "auto_resume=true",
+    ]
+    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    sweep = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while not requeue_point_reached(tmp_path):
+            assert sweep.poll() is None, "the sweep ended before its job logged an epoch"
+            assert time.monotonic() < deadline, "no epoch logged within 400 s"
+            time.sleep(0.2)
+        (job_dir,) = (tmp_path / "multirun" / "train").glob("*/0")
+        (job_id,) = submitted_job_ids(job_dir.parent)
+        # what SLURM does on preemption (PreemptMode=REQUEUE), and what submitit runs when the
+        # time limit nears: SIGTERM to every task, then the same batch script again
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        release_when_pending(job_id)
+        _, stderr = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stderr[-3000:]
+
+    log = (job_dir / "train.log").read_text()
+    assert "SIGTERM at epoch" in log and "resuming from" in log, log
+    summary = results(job_dir)
+    assert (summary["status"], summary["world_size"]) == ("completed", 2)
+    rows = metric_rows(job_dir)
+    assert epochs_with(rows, "val/mIoU") == list(range(6))
+    assert epochs_with(rows, "train/loss") == list(range(6))
+    validated = [r for r in rows if r.get("val/mIoU")]
+    steps = [int(r["step"]) for r in validated]
+    assert steps == sorted(set(steps)), "validation steps must go on where they stopped"
+
+    scores = {int(r["epoch"]): float(r["val/mIoU"]) for r in validated}
+    best_epoch = max(scores, key=lambda e: (scores[e], -e))
+    assert summary["best"]["epoch"] == best_epoch
+    assert summary["best"]["val/mIoU"] == pytest.approx(scores[best_epoch])
+    best = torch.load(job_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["epoch"] == best_epoch
+    print("metrics.csv across the requeue:\n" + (job_dir / "metrics.csv").read_text())
+
+
+def requeue_point_reached(root) -> bool:
+    """Epoch 1 is logged: the job is training, with a best and a last checkpoint behind it."""
+    logs = list((root / "multirun" / "train").glob("*/0/train.log"))
+    return bool(logs) and "epoch 1/5" in logs[0].read_text()
+
+
+def release_when_pending(job_id: str) -> None:
+    """SLURM holds a requeued job back for two minutes (its BeginTime); start it at once."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["squeue", "--noheader", "--format=%T", "--jobs", job_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        if state == "PENDING":
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
+            )
+            return
+        time.sleep(0.5)
