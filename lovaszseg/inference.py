@@ -20,8 +20,7 @@ def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     height, width = images.shape[-2], images.shape[-1]
     pad_h = (multiple - height % multiple) % multiple
     pad_w = (multiple - width % multiple) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return images
+    # no shortcut for zero padding: a branch on the size would be frozen into an exported graph
     return F.pad(images, (0, pad_w, 0, pad_h))
 
 
