@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 MAX_DIRNAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
+_LONG_FLOAT = re.compile(r"\d+\.\d{5,}(?:e-?\d+)?")
 
 
 def _floordiv(numerator: int, denominator: int) -> int:
@@ -24,10 +25,12 @@ def _floordiv(numerator: int, denominator: int) -> int:
 def job_dirname(number: int, overrides: str) -> str:
     """``3_loss=bce,seed=2``: the job number (unique, sorts) and its overrides, filesystem-safe.
 
-    Anything but letters, digits and ``._=,+@-`` becomes ``_`` (a value's ``/`` would nest
+    Floats are shown to 4 significant digits (a searcher's 0.47531980423231657 -> 0.4753),
+    anything but letters, digits and ``._=,+@-`` becomes ``_`` (a value's ``/`` would nest
     folders); long names are cut to ``MAX_DIRNAME`` characters, the number keeps them unique.
     """
-    safe = _UNSAFE.sub("_", str(overrides)).strip("._")
+    short = _LONG_FLOAT.sub(lambda m: f"{float(m.group()):.4g}", str(overrides))
+    safe = _UNSAFE.sub("_", short).strip("._")
     name = f"{number}_{safe}" if safe else str(number)
     return name[:MAX_DIRNAME]
 
