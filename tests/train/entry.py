@@ -18,9 +18,11 @@ def run_dirs(root: Path, task: str = "train") -> list[Path]:
 
 
 def sweep_jobs(root: Path) -> list[Path]:
-    """The job directories of the one multirun under ``root/multirun/train``."""
+    """The job directories (``<num>_<overrides>``) of the one multirun under ``root/multirun/train``."""
     (sweep,) = (root / "multirun" / "train").iterdir()
-    return sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    return sorted(
+        (p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0])
+    )
 
 
 def results(run_dir: Path) -> dict[str, Any]:
