@@ -312,3 +312,12 @@ def test_bash_completion_of_the_console_command_lists_loss_options(tmp_path):
     assert set(proc.stdout.split()) == {
         f"loss={name}" for name in LOSSES if name.startswith("lovasz_")
     }
+
+
+def test_report_orders_named_job_folders_by_their_number(tmp_path):
+    from lovaszseg.reporting.runs import find_run_dirs
+
+    for name in ("10_loss=ce", "2_loss=bce", "0_loss=bce"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.csv").write_text("epoch\n")
+    assert [p.name for p in find_run_dirs(tmp_path)] == ["0_loss=bce", "2_loss=bce", "10_loss=ce"]
