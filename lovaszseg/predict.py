@@ -64,15 +64,25 @@ def normalisation(cfg: DictConfig) -> tuple[list[float], list[float]]:
     return found
 
 
-def input_files(input_dir: Path) -> list[Path]:
-    """Every regular, non-hidden file under ``input_dir``, sorted; a missing folder is an error."""
+def input_files(input_dir: Path, output_dir: Path) -> list[Path]:
+    """Every regular, non-hidden file under ``input_dir`` but outside ``output_dir``, sorted."""
     if not input_dir.is_dir():
         raise ValueError(f"input_dir={input_dir}: not a directory")
+    outputs = output_dir.resolve()
     return sorted(
         p
         for p in input_dir.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(input_dir).parts)
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(input_dir).parts)
+        and outputs not in p.resolve().parents
     )
+
+
+def output_name(path: Path, input_dir: Path, taken: set[Path]) -> Path:
+    """``sub/a.jpg`` -> ``sub/a.png``; ``sub/a.jpg.png`` when another ``sub/a.*`` took that."""
+    relative = path.relative_to(input_dir)
+    name = relative.with_suffix(".png")
+    return relative.with_name(relative.name + ".png") if name in taken else name
 
 
 def choose_device(name: str) -> torch.device:
@@ -96,7 +106,8 @@ def predict_folder(
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     summary = PredictSummary()
-    files = input_files(input_dir)
+    files = input_files(input_dir, output_dir)
+    taken: set[Path] = set()
     for path in track(files, description="predicting", total=len(files)):
         try:
             pixels = read_image(path)
@@ -106,10 +117,11 @@ def predict_folder(
         image = torch.as_tensor(pixels.copy(), device=device).permute(2, 0, 1)[None].float() / 255
         logits = tiled_logits(module, (image - mean_t) / std_t, tile, overlap)
         labels = module.predict_labels(logits)[0].cpu().numpy().astype(np.uint8)
-        relative = path.relative_to(input_dir).with_suffix(".png")
+        relative = output_name(path, input_dir, taken)
         save_label_png(labels, output_dir / "labels" / relative, module.task)
         save_rgb_png(draw_labels(pixels, labels, alpha), output_dir / "overlays" / relative)
         summary.written.append(relative)
+        taken.add(relative)
     return summary
 
 

@@ -75,6 +75,7 @@ def _write_input_folder(folder: Path, source: Path) -> None:
     big.save(folder / "big.png")
     (folder / "sub").mkdir()
     image.crop((0, 0, 101, 77)).save(folder / "sub" / "odd.jpg", quality=95)
+    image.crop((0, 0, 40, 30)).save(folder / "sub" / "odd.png")  # same stem: kept apart
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (folder / "empty").mkdir()
@@ -98,8 +99,12 @@ def test_predict_writes_labels_and_overlays_for_any_size_and_skips_bad_files(
     )
     for name in ("broken.png", "notes.txt"):
         assert re.search(rf"skipped .*{re.escape(name)}", proc.stdout), proc.stdout
-    assert "2 image(s) predicted" in proc.stdout and "2 skipped" in proc.stdout
-    for relative, size in (("big.png", (700, 300)), ("sub/odd.png", (101, 77))):
+    assert "3 image(s) predicted" in proc.stdout and "2 skipped" in proc.stdout
+    for relative, size in (
+        ("big.png", (700, 300)),
+        ("sub/odd.png", (101, 77)),  # odd.jpg came first
+        ("sub/odd.png.png", (40, 30)),
+    ):
         label = Image.open(out / "labels" / relative)
         overlay = Image.open(out / "overlays" / relative)
         assert (label.mode, label.size, overlay.mode, overlay.size) == ("L", size, "RGB", size)
