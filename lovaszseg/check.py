@@ -12,6 +12,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from lovaszseg.data.check import check_dataset, print_report
+from lovaszseg.resolvers import register_resolvers
+
+register_resolvers()
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> int:

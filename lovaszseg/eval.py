@@ -44,7 +44,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     check_classes_match(module, datamodule, cfg.ckpt_path)
 
-    callbacks = [PredictionWriter(output_dir / "predictions")] if cfg.save_predictions else []
+    callbacks = []
+    if cfg.save_predictions:
+        normalisation = cfg.data.eval_transform
+        callbacks.append(PredictionWriter(output_dir, normalisation.mean, normalisation.std))
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=callbacks, enable_checkpointing=False
     )

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from lovaszseg.inference import pad_to_multiple
+from lovaszseg.models import without_download
 from lovaszseg.objectives.compose import TASKS, CompositeLoss
 
 CHECKPOINT_KEY = "lovaszseg"
@@ -97,11 +98,7 @@ class SegmentationModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits at the input resolution; inputs are zero-padded to the network's stride first."""
         height, width = images.shape[-2:]
-        pad_h = -height % self.pad_multiple
-        pad_w = -width % self.pad_multiple
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
-        return self.net(images)[..., :height, :width]
+        return self.net(pad_to_multiple(images, self.pad_multiple))[..., :height, :width]
 
     def predict_labels(self, logits: torch.Tensor) -> torch.Tensor:
         """Class index per pixel: logit > 0 for binary, argmax otherwise."""
@@ -213,7 +210,7 @@ class SegmentationModule(pl.LightningModule):
                 "the network config)"
             )
         module = cls(
-            net=instantiate(saved["net_config"]),
+            net=instantiate(without_download(saved["net_config"])),
             task=saved["task"],
             class_names=saved["class_names"],
             ignore_index=saved["ignore_index"],

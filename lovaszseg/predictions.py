@@ -1,47 +1,30 @@
-"""Prediction PNGs for ``lovaszseg.eval save_predictions=true``: one palette image per input.
+"""Prediction files for ``lovaszseg.eval save_predictions=true``, one per validated image.
 
-Palette PNGs keep the class index as the pixel value (so they can be re-scored) while showing
-colours in any viewer; the palette is the usual Pascal VOC one (class 1 of a binary task shows
-as dark red, 255 as white).
+``predictions/<name>.png`` holds the predicted labels in the dataset's encoding (re-scorable);
+``overlays/<name>.png`` shows image | truth | prediction side by side, to look at offline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
-from PIL import Image
 
-
-def voc_palette() -> list[int]:
-    """The Pascal VOC colour map: bits of the class index spread over R, G and B."""
-    palette = []
-    for index in range(256):
-        red = green = blue = 0
-        value = index
-        for shift in range(7, -1, -1):
-            red |= ((value >> 0) & 1) << shift
-            green |= ((value >> 1) & 1) << shift
-            blue |= ((value >> 2) & 1) << shift
-            value >>= 3
-        palette.extend((red, green, blue))
-    palette[255 * 3 : 256 * 3] = [255, 255, 255]
-    return palette
-
-
-def save_label_png(labels: np.ndarray, path: Path) -> None:
-    image = Image.fromarray(labels.astype(np.uint8), mode="P")
-    image.putpalette(voc_palette())
-    image.save(path)
+from lovaszseg.overlay import denormalise, panel, save_label_png, save_rgb_png
 
 
 class PredictionWriter(pl.Callback):
-    """Saves ``<out_dir>/<name>.png`` for every validated image (names from the batch)."""
+    """Saves label PNGs and overlay panels under ``out_dir`` (names from the batch)."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(
+        self, out_dir: str | Path, mean: Sequence[float], std: Sequence[float], alpha: float = 0.5
+    ) -> None:
         self.out_dir = Path(out_dir)
+        self.mean = list(mean)
+        self.std = list(std)
+        self.alpha = alpha
 
     def on_validation_batch_end(
         self,
@@ -52,6 +35,14 @@ class PredictionWriter(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name, labels in zip(batch["name"], outputs["preds"].cpu().numpy(), strict=True):
-            save_label_png(labels, self.out_dir / f"{Path(name).stem}.png")
+        predictions = outputs["preds"].cpu().numpy()
+        truths = batch["mask"].cpu().numpy()
+        for name, image, truth, labels in zip(
+            batch["name"], batch["image"], truths, predictions, strict=True
+        ):
+            stem = Path(name).stem
+            save_label_png(labels, self.out_dir / "predictions" / f"{stem}.png", pl_module.task)
+            pixels = denormalise(image, self.mean, self.std)
+            save_rgb_png(
+                panel(pixels, truth, labels, self.alpha), self.out_dir / "overlays" / f"{stem}.png"
+            )

@@ -19,6 +19,7 @@ from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.atomic import write_text_atomic
 from lovaszseg.reporting.document import render_markdown, subject
 from lovaszseg.reporting.export import report_to_dict
+from lovaszseg.reporting.optuna import Search, find_searches, render_searches, searches_to_dicts
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
 from lovaszseg.reporting.table import incomplete_table, per_class_table, ranking_table, to_rich
@@ -66,22 +67,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_report(args: argparse.Namespace) -> Report:
+def build_report(args: argparse.Namespace) -> tuple[Report, list[Search]]:
     """Load, summarise and write the report files; raises ValueError on bad input."""
     runs = load_runs(args.dirs)
     report = summarise(runs, args.metric, args.baseline, args.by, args.include_incomplete)
     out = args.out or args.dirs[0]
     plot_curves(report, f"{args.metric} per epoch — {subject(report)}", out / FIGURE_NAME)
-    write_text_atomic(out / "report.md", render_markdown(report, args.dirs, FIGURE_NAME))
-    write_text_atomic(out / "report.json", json.dumps(report_to_dict(report), indent=2) + "\n")
-    return report
+    searches = find_searches(args.dirs)
+    markdown = render_markdown(report, args.dirs, FIGURE_NAME) + render_searches(searches)
+    write_text_atomic(out / "report.md", markdown)
+    exported = report_to_dict(report) | {"optuna": searches_to_dicts(searches)}
+    write_text_atomic(out / "report.json", json.dumps(exported, indent=2) + "\n")
+    return report, searches
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
     try:
-        report = build_report(args)
+        report, searches = build_report(args)
     except ValueError as err:
         print(f"lovaszseg.report: error: {err}", file=sys.stderr)
         return 2
@@ -93,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[yellow]note:[/] {note}")
     if report.incomplete:
         console.print(*to_rich(incomplete_table(report), console.width))
+    for search in searches:
+        console.print(
+            f"optuna {search.sweep.name}: best {search.best_value:.4f} with {search.best_params}"
+            f" ({search.best_job.name if search.best_job else 'job folder not found'})"
+        )
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")
     return 0
 

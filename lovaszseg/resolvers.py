@@ -6,14 +6,22 @@ epoch budget the run has (``debug=fast`` included), so every usage mode gets the
 run trains on them: a CPU run that asked for them would be refused by ``sbatch`` (no such gres).
 ``${global_batch:2,${trainer.devices},${trainer.num_nodes}}`` is the global batch that gives
 each process 2 samples (the least BatchNorm trains on), so ``debug=fast`` runs on any device count.
+``${job_dirname:...}`` names sweep job folders by their overrides, and ``${group_options:loss}``
+lists a config group's options for ``--help``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from omegaconf import OmegaConf
+
+MAX_DIRNAME = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
+_LONG_FLOAT = re.compile(r"\d+\.\d{5,}(?:e-?\d+)?")
 
 
 def _floordiv(numerator: int, denominator: int) -> int:
@@ -35,10 +43,36 @@ def _global_batch(per_process: int, devices: Any, num_nodes: int) -> int:
     return int(per_process) * count * int(num_nodes)
 
 
+def job_dirname(number: int, overrides: str) -> str:
+    """``3_loss=bce,seed=2``: the job number (unique, sorts) and its overrides, filesystem-safe.
+
+    Floats are shown to 4 significant digits (a searcher's 0.47531980423231657 -> 0.4753),
+    anything but letters, digits and ``._=,+@-`` becomes ``_`` (a value's ``/`` would nest
+    folders); long names are cut to ``MAX_DIRNAME`` characters, the number keeps them unique.
+    """
+    short = _LONG_FLOAT.sub(lambda m: f"{float(m.group()):.4g}", str(overrides))
+    safe = _UNSAFE.sub("_", short).strip("._")
+    name = f"{number}_{safe}" if safe else str(number)
+    return name[:MAX_DIRNAME]
+
+
+def group_options(group: str) -> str:
+    """The options of config group ``group`` (``conf/<group>/*.yaml``), comma-separated."""
+    folder = resources.files("lovaszseg.conf").joinpath(group)
+    names = sorted(
+        entry.name.removesuffix(".yaml")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
+    )
+    return ", ".join(names)
+
+
 RESOLVERS = {
     "floordiv": _floordiv,
     "gpus_per_node": _gpus_per_node,
     "global_batch": _global_batch,
+    "job_dirname": job_dirname,
+    "group_options": group_options,
 }
 
 

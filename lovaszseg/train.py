@@ -199,6 +199,9 @@ def build_module(cfg: DictConfig, loss: CompositeLoss, datamodule: Any) -> Segme
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         net_config=net_config,
     )
+    if cfg.get("compile"):
+        # in place: checkpoints keep the plain network's weight names
+        module.net.compile(backend=cfg.get("compile_backend", "inductor"))
     if cfg.init_from:
         module.load_net_weights(load_checkpoint(cfg.init_from)["state_dict"], source=cfg.init_from)
         log.info("initialised the network from %s", cfg.init_from)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,8 +122,12 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def _natural_key(path: Path) -> tuple:
-    """Sort job dirs 0, 1, ..., 10 numerically, as Hydra numbers them."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+    """Sort job dirs 0, 1, ..., 10 (or ``2_loss=bce``, ``10_loss=ce``) by Hydra's job number."""
+    keys = []
+    for part in path.parts:
+        number = re.match(r"\d+(?=_|$)", part)
+        keys.append((0, int(number.group()), part) if number else (1, 0, part))
+    return tuple(keys)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -22,10 +22,11 @@ def run_dirs(root: Path, task: str = "train") -> list[Path]:
 
 
 def sweep_jobs(root: Path) -> list[Path]:
-    """The job directories of the one multirun under ``root/multirun/train`` (not .submitit)."""
+    """The job directories (``<num>_<overrides>``) of the one multirun under
+    ``root/multirun/train`` (not .submitit)."""
     (sweep,) = (root / "multirun" / "train").iterdir()
-    jobs = (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
-    return sorted(jobs, key=lambda p: int(p.name))
+    jobs = (p for p in sweep.iterdir() if p.is_dir() and p.name.split("_")[0].isdigit())
+    return sorted(jobs, key=lambda p: int(p.name.split("_")[0]))
 
 
 def results(run_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+from PIL import Image
 
 from tests.train.entry import (
     epochs_with,
@@ -88,6 +89,11 @@ def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):
     assert scores["epoch"] == trained["best"]["epoch"]
     assert scores["val/mIoU"] == pytest.approx(trained["best"]["val/mIoU"], abs=1e-6)
     assert len(list((evaluated / "predictions").glob("*.png"))) == 2  # debug: 1 batch of 2
+    overlays = sorted((evaluated / "overlays").glob("*.png"))
+    assert len(overlays) == 2
+    label = Image.open(evaluated / "predictions" / overlays[0].name)
+    panel = Image.open(overlays[0])  # image | truth | prediction, 4 px apart
+    assert (panel.mode, panel.size) == ("RGB", (3 * label.width + 8, label.height))
 
 
 def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_path):
