@@ -21,7 +21,13 @@ from lovaszseg.reporting.document import render_markdown, subject
 from lovaszseg.reporting.export import report_to_dict
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
-from lovaszseg.reporting.table import incomplete_table, per_class_table, ranking_table, to_rich
+from lovaszseg.reporting.table import (
+    incomplete_table,
+    per_class_delta_table,
+    per_class_table,
+    ranking_table,
+    to_rich,
+)
 
 FIGURE_NAME = "miou_per_epoch.png"
 
@@ -90,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         classes = per_class_table(panel)
         if classes is not None:
             console.print(to_rich(classes))
+        deltas = per_class_delta_table(panel)
+        if deltas is not None:
+            console.print(to_rich(deltas))
         for note in panel.notes:
             console.print(f"[yellow]note:[/] {note}")
     if report.incomplete:
