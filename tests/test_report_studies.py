@@ -40,6 +40,20 @@ def test_early_training_study_report_is_reproduced_from_its_runs(
     assert len(counted["hard"]) == 4 and len(counted["easy"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("study", "args"),
+    [
+        ("roads_modes", ["--include-incomplete"]),
+        ("voc_modes", ["--by", "data.synthetic.colour_sharing", "--include-incomplete"]),
+    ],
+)
+def test_pilot_reports_are_reproduced_from_their_runs(study, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    folder = Path("experiments") / study / "pilot"
+    made = remade_report(folder, [str(folder / "runs"), *args], tmp_path)
+    assert all(g["label"] in ("bce", "ce") for p in made["panels"] for g in p["groups"])
+
+
 PLATEAU_STUDIES = [
     pytest.param(
         study,
