@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A usage-mode study on synthetic data, on CPU: the hard setting with all four modes (baseline,
 # direct, combined, finetune), the easy setting beside it (baseline vs combined), 3 seeds each,
-# then the report into experiments/{roads|voc}_modes/.
+# then the report into experiments/{roads|voc}_modes/early/.
 #   bash experiments/run_modes.sh {roads|voc} [train overrides, e.g. trainer.max_epochs=10]
 # Each run trains 6 epochs on 192 px crops: the whole study takes about an hour on 2 CPU cores.
 set -euo pipefail
@@ -28,7 +28,7 @@ for difficulty in hard easy; do
 done
 # Keep each run's light files (metrics, results, Hydra config) beside the report, so the
 # report can be remade from the repository alone; checkpoints stay in the sweep dirs.
-out="experiments/${study}_modes"
+out="experiments/${study}_modes/early"
 rm -rf "$out/runs"
 for job in "$sweeps"/*/[0-9]*/; do
   dest="$out/runs/$(basename "$(dirname "$job")")/$(basename "$job")"

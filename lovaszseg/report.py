@@ -22,7 +22,13 @@ from lovaszseg.reporting.export import report_to_dict
 from lovaszseg.reporting.optuna import Search, find_searches, render_searches, searches_to_dicts
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
-from lovaszseg.reporting.table import incomplete_table, per_class_table, ranking_table, to_rich
+from lovaszseg.reporting.table import (
+    incomplete_table,
+    per_class_delta_table,
+    per_class_table,
+    ranking_table,
+    to_rich,
+)
 
 FIGURE_NAME = "miou_per_epoch.png"
 
@@ -90,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lovaszseg.report: error: {err}", file=sys.stderr)
         return 2
     for panel in report.panels:
-        for table in (ranking_table(panel, report.metric), per_class_table(panel)):
+        tables = (ranking_table(panel, report.metric), per_class_table(panel))
+        for table in (*tables, per_class_delta_table(panel)):
             if table is not None:
                 console.print(*to_rich(table, console.width))
         for note in panel.notes:

@@ -29,6 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lovaszseg.config_types import check_config_types
 from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
 from lovaszseg.objectives.compose import CompositeLoss
+from lovaszseg.reporting.grouping import loss_of_checkpoint
 from lovaszseg.resolvers import register_resolvers
 from lovaszseg.results import ResultsWriter, read_results
 from lovaszseg.tables import print_iou_table
@@ -222,6 +223,8 @@ def train(cfg: DictConfig) -> float | None:
     resume_from = resolve_resume(cfg.ckpt_path, cfg.auto_resume, output_dir)
 
     meta = {"task": loss.task, **choices, "seed": cfg.seed, "init_from": cfg.init_from}
+    if cfg.init_from:
+        meta["init_from_loss"] = loss_of_checkpoint(Path(cfg.init_from))
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, loggers, ResultsWriter(output_dir / RESULTS_FILE, meta))
     world_size = trainer.num_devices * trainer.num_nodes

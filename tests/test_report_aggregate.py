@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from lovaszseg.reporting.aggregate import Spread, pooled_std, summarise
+from lovaszseg.reporting.aggregate import Spread, last_third_gain, pooled_std, summarise
 from lovaszseg.reporting.runs import load_runs
 
 from .report_fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
@@ -27,6 +27,15 @@ def test_spread_is_sample_std_and_none_for_one_value():
     assert Spread((0.66,)).std is None
     assert pooled_std(Spread(BCE), Spread(COMBINED)) == pytest.approx(math.sqrt(0.00025))
     assert pooled_std(Spread((0.6,)), Spread((0.7,))) is None
+
+
+def test_last_third_gain_is_the_rise_of_the_best_over_the_last_third_of_epochs():
+    # 6 epochs: the last third is epochs 4-5; the best before them is 0.72, after 0.73
+    assert last_third_gain({0: 0.5, 1: 0.6, 2: 0.7, 3: 0.72, 4: 0.71, 5: 0.73}) == pytest.approx(
+        0.01
+    )
+    assert last_third_gain({0: 0.5, 1: 0.8, 2: 0.6, 3: 0.7}) == pytest.approx(0.0)  # 4: last 2
+    assert last_third_gain({0: 0.5, 1: 0.6}) is None
 
 
 def test_summary_of_two_sweeps_matches_hand_computed_numbers(tmp_path):
@@ -47,6 +56,11 @@ def test_summary_of_two_sweeps_matches_hand_computed_numbers(tmp_path):
     assert combined.per_class["road"].mean == pytest.approx(2 * 0.76 - 0.97)
     assert combined.per_class["road"].std == pytest.approx(0.02)
     assert combined.per_class["background"].std == pytest.approx(0.0)
+    # road = 2·mIoU − 0.97 on both sides: Δ 0.08, pooled std 2·sqrt(0.00025)
+    road_delta, road_in_std = combined.per_class_delta["road"]
+    assert road_delta == pytest.approx(0.08)
+    assert road_in_std == pytest.approx(0.08 / (2 * math.sqrt(0.00025)))
+    assert combined.per_class_delta["background"][0] == pytest.approx(0.0)
     assert combined.best_epoch.values == (1, 1, 1)
     assert combined.wall_time_s.mean == pytest.approx(60.0)
 

@@ -18,7 +18,7 @@ import numpy as np
 from lovaszseg.data.datamodule import SegmentationDataModule
 from lovaszseg.data.files import Problem, Sample, parse_list_file
 from lovaszseg.data.synthetic import ensure_generated
-from lovaszseg.data.synthetic_roads import road_settings, write_synthetic_roads
+from lovaszseg.data.synthetic_roads import GENERATOR, road_settings, write_synthetic_roads
 
 
 def binarise_road_label(raw: np.ndarray, sample: Sample) -> np.ndarray:
@@ -101,7 +101,7 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
     def generate_synthetic(self) -> None:
         settings = self.synthetic
         ensure_generated(
-            self.root, "synthetic_roads", settings, lambda d: write_synthetic_roads(d, settings)
+            self.root, GENERATOR, settings, lambda d: write_synthetic_roads(d, settings)
         )
 
     def resolved_layout(self) -> str:

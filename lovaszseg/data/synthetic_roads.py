@@ -4,6 +4,11 @@ Textured land cover, buildings and a thin road network covering about 4-5% of th
 DeepGlobe), so the DeepGlobe loading code runs unchanged on data that is made in seconds. The
 difficulty knobs carry what makes real road extraction hard: roads under trees and shadows, faint
 and one-pixel-thin segments, low contrast, roofs coloured like asphalt and noisy label edges.
+
+Beside each label the generator writes the width of the roads (`*_width.png`): for every pixel,
+the pen width in px of the road drawn nearest to it. That is exact (it is how the road was drawn)
+and splits the image into thin-road and wide-road zones, so that a metric can score thin roads
+apart from wide ones (:mod:`lovaszseg.width_iou`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 from lovaszseg.data.generation import (
     check_keys,
@@ -24,6 +30,11 @@ from lovaszseg.data.generation import (
     smooth_noise,
 )
 from lovaszseg.reporting.atomic import write_text_atomic
+
+GENERATOR = "synthetic_roads/2"
+"""The manifest's generator name; a new version regenerates cached data (2: width maps)."""
+WIDTH_SUFFIX = "_width.png"
+"""Beside ``<stem>_mask.png``: the width of the nearest road per pixel, in px."""
 
 ROAD_PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
@@ -126,10 +137,19 @@ def _blend(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
     image[covered] = image[covered] * (1 - a) + a * colour
 
 
+def nearest_road_width(drawn_width: np.ndarray) -> np.ndarray:
+    """For every pixel, the width of the nearest pixel with a road drawn on it (0: no road)."""
+    if not drawn_width.any():
+        return np.zeros_like(drawn_width)
+    _distance, (rows, cols) = distance_transform_edt(drawn_width == 0, return_indices=True)
+    return drawn_width[rows, cols]
+
+
 def render_road_scene(
     rng: np.random.Generator, size: int, knobs: Mapping[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One aerial-like RGB image [S,S,3] uint8 and its road label [S,S] in {0, 1}."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One aerial-like RGB image [S,S,3] uint8, its road label [S,S] in {0, 1}, and the width of
+    the nearest road per pixel [S,S] uint8 (where roads cross, the wider one's)."""
     shape = (size, size)
     area = size * size / 1e4
     weights = np.stack([smooth_noise(rng, shape, int(rng.integers(2, 6))) for _ in _LAND], -1) ** 4
@@ -145,6 +165,8 @@ def render_road_scene(
         cv2.fillPoly(image, [np.round(box).astype(np.int32)], (roof + rng.normal(0, 8, 3)).tolist())
 
     label = np.zeros(shape, np.uint8)
+    drawn_width = np.zeros(shape, np.uint8)
+    stroke = np.zeros(shape, np.uint8)
     alpha = np.zeros(shape, np.float32)
     target = rng.uniform(*knobs["coverage"]) * size * size
     paths: list[np.ndarray] = []
@@ -165,7 +187,10 @@ def render_road_scene(
         cv2.polylines(alpha, points, False, 1.0, width, cv2.LINE_AA, shift=4)
         colour = rng.uniform(150, 190) + rng.normal(0, 6, 3)
         _blend(image, np.clip(alpha, 0, 1) * strength, colour)
-        cv2.polylines(label, points, False, 1, width, cv2.LINE_8, shift=4)
+        stroke[:] = 0
+        cv2.polylines(stroke, points, False, 1, width, cv2.LINE_8, shift=4)
+        label |= stroke
+        np.maximum(drawn_width, stroke * width, out=drawn_width)
 
     road_pixels = np.argwhere(label > 0)
     for _ in range(rng.poisson(knobs["tree_density"] * area)):
@@ -193,7 +218,7 @@ def render_road_scene(
         edge = cv2.dilate(label, kernel) != cv2.erode(label, kernel)
         flip = edge & (rng.random(shape) < knobs["label_noise"])
         label[flip] = 1 - label[flip]
-    return np.clip(image, 0, 255).astype(np.uint8), label
+    return np.clip(image, 0, 255).astype(np.uint8), label, nearest_road_width(drawn_width)
 
 
 def _jpeg_like(mask: np.ndarray) -> np.ndarray:
@@ -208,7 +233,8 @@ def write_synthetic_roads(root: Path, settings: Mapping[str, Any]) -> None:
     lists: dict[str, list[str]] = {"train": [], "val": []}
     for split in ("train", "val"):
         for i in range(int(settings[f"num_{split}"])):
-            image, label = render_road_scene(sample_rng(settings["seed"], split, i), size, settings)
+            rng = sample_rng(settings["seed"], split, i)
+            image, label, width = render_road_scene(rng, size, settings)
             if settings["layout"] == "list":
                 stem = f"{split}/{i:04d}"
                 save_jpeg(root / f"{stem}_sat.jpg", image)
@@ -218,6 +244,7 @@ def write_synthetic_roads(root: Path, settings: Mapping[str, Any]) -> None:
                 stem = f"train/{(0 if split == 'train' else 500000) + 100000 + i}"
                 save_jpeg(root / f"{stem}_sat.jpg", image)
                 save_png(root / f"{stem}_mask.png", _jpeg_like(label))
+            save_png(root / f"{stem}{WIDTH_SUFFIX}", width)
     if settings["layout"] == "list":
         for split, lines in lists.items():
             write_text_atomic(root / f"{split}.txt", "\n".join(lines) + "\n")

@@ -3,7 +3,10 @@
 Honest statistics with few seeds: the standard deviation is the sample one (ddof=1) and is
 ``None`` — shown as n/a — for a single run, never 0; the difference to the baseline is also
 given in units of the pooled seed standard deviation, so a +0.3 gain is read against noise.
-Incomplete runs are listed but left out of the statistics unless asked for.
+Incomplete runs are listed but left out of the statistics unless asked for. Per-class IoU gets
+the same Δ and Δ/σ, since what an IoU loss changes may show in some classes only (thin roads, small
+objects); and each group says how much its best score still rose over the last third of its
+epochs, the evidence that it reached its plateau.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from pathlib import Path
 
 from lovaszseg.reporting.grouping import loss_labels, setting_caveats, setting_value
 from lovaszseg.reporting.runs import Run
+
+IOU_PREFIX = "val/IoU_"
+"""Per-class IoU columns of metrics.csv; any other ``val/IoU_<name>`` (``road_thin``) rides along."""
 
 AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
 """Baseline per task when none is named: the plain cross-entropy PaddleSeg compares against."""
@@ -66,6 +72,8 @@ class RunScore:
     best_epoch: int | None
     per_class: dict[str, float]
     epochs: int | None
+    last_third_gain: float | None = None
+    """Best score over all epochs minus the best before the last third (None: < 3 epochs)."""
 
     @property
     def counted(self) -> bool:
@@ -81,6 +89,9 @@ class GroupSummary:
     """Incomplete runs, listed but not counted."""
     best: Spread | None = None
     per_class: dict[str, Spread] = field(default_factory=dict)
+    per_class_delta: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    """Per class: Δ of the mean IoU to the baseline's, and Δ in pooled seed std (None: no dof)."""
+    last_third_gain: Spread | None = None
     best_epoch: Spread | None = None
     epochs: Spread | None = None
     wall_time_s: Spread | None = None
@@ -127,11 +138,18 @@ def score_run(run: Run, metric: str) -> RunScore:
     if curve:
         best_epoch = max(curve, key=lambda e: (curve[e], -e))
         per_class = {
-            name: run.curves[f"val/IoU_{name}"][best_epoch]
-            for name in run.class_names
-            if best_epoch in run.curves.get(f"val/IoU_{name}", {})
+            name: run.curves[f"{IOU_PREFIX}{name}"][best_epoch]
+            for name in iou_names(run)
+            if best_epoch in run.curves.get(f"{IOU_PREFIX}{name}", {})
         }
-        return RunScore(run, curve[best_epoch], best_epoch, per_class, epochs or max(curve) + 1)
+        return RunScore(
+            run,
+            curve[best_epoch],
+            best_epoch,
+            per_class,
+            epochs or max(curve) + 1,
+            last_third_gain(curve),
+        )
     best = (run.results or {}).get("best") or {}
     value = best.get(metric)
     per_class = best.get("per_class_iou") if metric == "val/mIoU" else None
@@ -142,6 +160,28 @@ def score_run(run: Run, metric: str) -> RunScore:
         {str(k): float(v) for k, v in (per_class or {}).items() if v is not None},
         epochs,
     )
+
+
+def iou_names(run: Run) -> tuple[str, ...]:
+    """The run's classes, then any other IoU it logged (``road_thin``, ``road_wide``)."""
+    extra = sorted(
+        name.removeprefix(IOU_PREFIX)
+        for name in run.curves
+        if name.startswith(IOU_PREFIX) and name.removeprefix(IOU_PREFIX) not in run.class_names
+    )
+    return (*run.class_names, *extra)
+
+
+def last_third_gain(curve: dict[int, float]) -> float | None:
+    """How much the best value rose over the last third of the epochs logged (≥ 0).
+
+    With E epochs, the last third is the last ⌈E/3⌉ of them; None below 3 epochs.
+    """
+    epochs = sorted(curve)
+    if len(epochs) < 3:
+        return None
+    before = epochs[: len(epochs) - math.ceil(len(epochs) / 3)]
+    return max(curve.values()) - max(curve[e] for e in before)
 
 
 def summarise(
@@ -223,6 +263,7 @@ def _group(label: str, scores: list[RunScore], include_incomplete: bool) -> Grou
     counted = group.scores
     group.best = spread(s.best for s in counted)
     group.best_epoch = spread(s.best_epoch for s in counted)
+    group.last_third_gain = spread(s.last_third_gain for s in counted)
     group.epochs = spread(s.epochs for s in counted)
     group.wall_time_s = spread(_wall_time(s.run) for s in counted)
     names = dict.fromkeys(name for s in counted for name in s.per_class)
@@ -260,9 +301,19 @@ def _compare_to_baseline(groups: list[GroupSummary], baseline: GroupSummary | No
     for group in groups:
         if group.best is None:
             continue
-        group.delta = group.best.mean - reference.mean
-        pooled = pooled_std(group.best, reference)
-        group.delta_in_std = group.delta / pooled if pooled else None
+        group.delta, group.delta_in_std = difference(group.best, reference)
+        group.per_class_delta = {
+            name: difference(iou, baseline.per_class[name])
+            for name, iou in group.per_class.items()
+            if name in baseline.per_class
+        }
+
+
+def difference(a: Spread, b: Spread) -> tuple[float, float | None]:
+    """Δ of the means, raw and in pooled seed standard deviations (None without spread)."""
+    delta = a.mean - b.mean
+    pooled = pooled_std(a, b)
+    return delta, (delta / pooled if pooled else None)
 
 
 def pooled_std(a: Spread, b: Spread) -> float | None:
@@ -287,7 +338,7 @@ def _duplicate_seed_notes(groups: list[GroupSummary]) -> list[str]:
 
 
 def _class_names(runs: list[Run]) -> tuple[str, ...]:
-    names = dict.fromkeys(name for run in runs for name in run.class_names)
+    names = dict.fromkeys(name for run in runs for name in iou_names(run))
     return tuple(names)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from lovaszseg.reporting.aggregate import Report
 from lovaszseg.reporting.table import (
     incomplete_table,
+    per_class_delta_table,
     per_class_table,
     ranking_table,
     to_markdown,
@@ -24,7 +25,9 @@ READING_GUIDE = (
     "Δ is the difference of the means "
     "to the baseline in percentage points; Δ/σ divides it by the pooled seed standard deviation. "
     "Rough guide: with 3 seeds per group |Δ/σ| below ≈ 2.3 is within seed noise (two-sided "
-    "t-test at 5 %, 4 degrees of freedom); with 5 seeds, below ≈ 1.5."
+    "t-test at 5 %, 4 degrees of freedom); with 5 seeds, below ≈ 1.5. "
+    "The gain over the last third is how much the best score still rose in the last ⌈E/3⌉ of "
+    "E epochs: below 1 pp, the run has reached its plateau."
 )
 
 
@@ -54,6 +57,9 @@ def render_markdown(report: Report, sources: Sequence[Path], figure_name: str) -
         classes = per_class_table(panel)
         if classes is not None:
             lines += ["", f"### {classes.title}", "", to_markdown(classes)]
+        deltas = per_class_delta_table(panel)
+        if deltas is not None:
+            lines += ["", f"### {deltas.title}", "", to_markdown(deltas)]
         if panel.notes:
             lines += ["", *(f"- {note}" for note in panel.notes)]
     if report.incomplete:

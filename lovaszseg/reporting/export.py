@@ -56,6 +56,11 @@ def _group(rank: int, group: GroupSummary) -> dict[str, Any]:
         "delta_vs_baseline": group.delta,
         "delta_in_pooled_std": group.delta_in_std,
         "per_class_iou": {name: spread_to_dict(s) for name, s in group.per_class.items()},
+        "per_class_delta_vs_baseline": {
+            name: {"delta": delta, "delta_in_pooled_std": in_std}
+            for name, (delta, in_std) in group.per_class_delta.items()
+        },
+        "last_third_gain": spread_to_dict(group.last_third_gain),
         "best_epoch": spread_to_dict(group.best_epoch),
         "epochs": spread_to_dict(group.epochs),
         "wall_time_s": spread_to_dict(group.wall_time_s),
@@ -76,4 +81,5 @@ def _run(score: RunScore, counted: bool) -> dict[str, Any]:
         "best_epoch": score.best_epoch,
         "per_class_iou": score.per_class,
         "epochs": score.epochs,
+        "last_third_gain": score.last_third_gain,
     }

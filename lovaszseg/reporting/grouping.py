@@ -83,14 +83,18 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
 
 def _loss_name(run: Run) -> str:
     """The loss choice; ``bce → lovasz_hinge`` for the two-run finetune recipe, which starts
-    from another run's checkpoint (``init_from``) and must not merge with the direct mode."""
-    init_from = (run.results or {}).get("init_from") or (run.config or {}).get("init_from")
+    from another run's checkpoint (``init_from``) and must not merge with the direct mode.
+    The first run's loss is recorded in results.json (``init_from_loss``) at training time, so the
+    label survives copying the runs away from the checkpoints."""
+    results = run.results or {}
+    init_from = results.get("init_from") or (run.config or {}).get("init_from")
     if not init_from:
         return run.loss
-    return f"{_loss_of_checkpoint(Path(str(init_from)))} → {run.loss}"
+    first = results.get("init_from_loss") or loss_of_checkpoint(Path(str(init_from)))
+    return f"{first} → {run.loss}"
 
 
-def _loss_of_checkpoint(ckpt: Path) -> str:
+def loss_of_checkpoint(ckpt: Path) -> str:
     """The loss of the run that wrote ``ckpt`` (``<run>/checkpoints/x.ckpt``), if it can be read."""
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     try:

@@ -42,6 +42,7 @@ def ranking_table(panel: Panel, metric: str) -> Table:
         *(f"IoU {name} (%)" for name in classes),
         "best epoch",
         "epochs",
+        "gain over last ⅓ (pp)",
         "time / run",
     ]
     rows = []
@@ -57,6 +58,7 @@ def ranking_table(panel: Panel, metric: str) -> Table:
                 *(mean_std(group.per_class.get(name)) for name in classes),
                 value_range(group.best_epoch),
                 value_range(group.epochs),
+                mean_std(group.last_third_gain),
                 duration(group.wall_time_s.mean if group.wall_time_s else None),
             ]
         )
@@ -75,6 +77,30 @@ def per_class_table(panel: Panel) -> Table | None:
     ]
     title = "Per-class IoU (%)" + (f" — {panel.heading}" if panel.heading else "")
     return Table(title, header, rows, label_column=0)
+
+
+def per_class_delta_table(panel: Panel) -> Table | None:
+    """Δ of each group's per-class IoU to the baseline's, in pp and in pooled seed std."""
+    groups = [g for g in panel.groups if g.best and not g.is_baseline and g.per_class_delta]
+    if not groups:
+        return None
+    header = ["class", *(g.label for g in groups)]
+    rows = [
+        [name, *(_delta_cell(g.per_class_delta.get(name)) for g in groups)]
+        for name in panel.class_names
+    ]
+    title = f"Per-class IoU Δ vs {panel.baseline} (pp, Δ/σ)" + (
+        f" — {panel.heading}" if panel.heading else ""
+    )
+    return Table(title, header, rows, label_column=0)
+
+
+def _delta_cell(delta: tuple[float, float | None] | None) -> str:
+    if delta is None:
+        return NA
+    points, in_std = delta
+    std = NA if in_std is None else f"{in_std:+.1f}σ"
+    return f"{signed(points, 100.0, 2)} ({std})"
 
 
 def incomplete_table(report: Report) -> Table:

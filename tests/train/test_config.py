@@ -101,12 +101,33 @@ def test_misspelt_key_fails_at_composition():
     [
         ("roads_modes", "synthetic_roads", "bce,lovasz_hinge,lovasz_hinge_bce,finetune_hinge"),
         ("voc_modes", "synthetic_voc", "ce,lovasz_softmax,lovasz_softmax_ce,finetune_softmax"),
+        (
+            "roads_plateau_modes",
+            "synthetic_roads",
+            "bce,lovasz_hinge,lovasz_hinge_bce,finetune_hinge",
+        ),
+        (
+            "voc_plateau_modes",
+            "synthetic_voc",
+            "ce,lovasz_softmax,lovasz_softmax_ce,finetune_softmax",
+        ),
     ],
 )
 def test_mode_experiments_sweep_the_four_usage_modes(experiment, data, losses):
     cfg = compose_train(f"experiment={experiment}", hydra_config=True)
     assert cfg.hydra.runtime.choices.data == data
     assert cfg.hydra.sweeper.params.loss == losses
+
+
+@pytest.mark.parametrize("study", ["roads", "voc"])
+def test_plateau_modes_continue_the_baselines_setting_with_a_lower_rate(study):
+    baseline = compose_train(f"experiment={study}_plateau")
+    modes = compose_train(f"experiment={study}_plateau_modes")
+    assert modes.data == baseline.data and modes.model == baseline.model
+    assert modes.optimizer.lr == baseline.optimizer.lr / 4
+    assert modes.trainer.max_epochs < baseline.trainer.max_epochs
+    if study == "roads":
+        assert modes.callbacks.road_width_iou.thin_max == 3
 
 
 @pytest.mark.parametrize(

@@ -68,8 +68,19 @@ def test_default_job_writes_the_run_directory_contract_and_wandb_offline(run_ent
     finetuned = next(r for r in run_dirs(tmp_path) if r != run)
     summary = results(finetuned)
     assert summary["init_from"] == str(weights) and summary["loss"] == "lovasz_hinge"
+    assert summary["init_from_loss"] == "lovasz_hinge_bce"  # the report's label survives copies
     assert (summary["status"], summary["final"]["epoch"]) == ("completed", 1)
     assert epochs_with(metric_rows(finetuned), "train/loss_lovasz_hinge") == [0, 1]
+
+
+def test_roads_plateau_logs_thin_and_wide_road_iou_from_the_width_maps(run_entry, tmp_path):
+    run_entry("lovaszseg.train", "experiment=roads_plateau", "data.synthetic.image_size=128")
+    (run,) = run_dirs(tmp_path)
+    rows = metric_rows(run)
+    for zone in ("thin", "wide"):
+        assert epochs_with(rows, f"val/IoU_road_{zone}") == [0, 1], zone
+    last = next(r for r in reversed(rows) if r.get("val/IoU_road_thin"))
+    assert 0.0 <= float(last["val/IoU_road_thin"]) <= 1.0
 
 
 def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A usage-mode study at a plateau, on CPU, in the paper's and PaddleSeg's finetune design:
+#   phase 1: the baseline (bce / ce) trained to its plateau once per seed;
+#   phase 2: each mode continued from its seed's baseline for the same number of steps
+#            (baseline -> baseline is the control that gets the same extra steps);
+# then both reports into experiments/{roads|voc}_modes/ (phase 2) and .../baseline/ (phase 1).
+#   bash experiments/run_plateau.sh {roads|voc} [train overrides for both phases...]
+# SEEDS=1,2,3 by default; REPORT_ONLY=1 only copies the runs so far and reports them. Rerunning the same command resumes: finished runs are skipped and a
+# killed one continues from its last.ckpt (auto_resume), so a stopped study completes by rerunning.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+usage="usage: run_plateau.sh {roads|voc} [train overrides...]"
+study=${1:?$usage}
+shift
+case "$study" in
+  roads) baseline=bce ;;
+  voc) baseline=ce ;;
+  *) echo "run_plateau.sh: unknown study '$study' (expected roads or voc)" >&2; exit 2 ;;
+esac
+python=${PYTHON:-python}
+seeds=${SEEDS:-1,2,3}
+sweeps=${SWEEP_DIR:-multirun/${study}_plateau}
+out=${OUT_DIR:-experiments/${study}_modes}
+
+finished() {  # finished RESULTS_FILE...: every file exists and says completed
+  for file in "$@"; do grep -qs '"status": "completed"' "$file" || return 1; done
+}
+IFS=, read -ra seed_list <<< "$seeds"
+if [ -z "${REPORT_ONLY:-}" ]; then
+# Phase 1: one job per seed, in <sweeps>/baseline/seed<N>; finished seeds are skipped.
+todo=()
+for seed in "${seed_list[@]}"; do
+  finished "$sweeps/baseline/seed$seed/results.json" || todo+=("$seed")
+done
+if [ ${#todo[@]} -gt 0 ]; then
+  "$python" -m lovaszseg.train -m experiment="${study}_plateau" seed="$(IFS=,; echo "${todo[*]}")" \
+    auto_resume=true hydra.sweep.dir="$sweeps/baseline" 'hydra.sweep.subdir=seed${seed}' "$@"
+fi
+# Phase 2: per seed, one job per mode in <sweeps>/modes/seed<N>/<job>, all from that seed's
+# baseline; a seed whose four modes finished is skipped, a killed mode resumes.
+for seed in "${seed_list[@]}"; do
+  finished "$sweeps/modes/seed$seed"/{0,1,2,3}/results.json && continue
+  "$python" -m lovaszseg.train -m experiment="${study}_plateau_modes" seed="$seed" \
+    auto_resume=true hydra.sweep.dir="$sweeps/modes/seed$seed" \
+    init_from="$sweeps/baseline/seed$seed/checkpoints/last.ckpt" "$@"
+done
+fi
+
+# Keep each run's light files (metrics, results, Hydra config) beside the reports, so that they
+# can be remade from the repository alone; checkpoints stay in the sweep dirs.
+rm -rf "$out/runs"
+for job in "$sweeps"/baseline/seed*/ "$sweeps"/modes/seed*/[0-9]*/; do
+  dest="$out/runs/${job#"$sweeps"/}"
+  mkdir -p "$dest"
+  cp -r "$job/metrics.csv" "$job/results.json" "$job/.hydra" "$dest/"
+done
+mkdir -p "$out/baseline"
+"$python" -m lovaszseg.report "$out/runs/baseline" --baseline "$baseline" --out "$out/baseline"
+"$python" -m lovaszseg.report "$out/runs/modes" --baseline "$baseline → $baseline" --out "$out"
