@@ -46,7 +46,7 @@ def test_fake_metrics_csv_is_byte_identical_to_lightning_csvlogger(tmp_path):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (b"step,val/mIoU\n1,0.5\n", "expected an 'epoch' column"),
+        (b"val/mIoU,loss\n0.5,1\n", "expected an 'epoch' column"),
         (b"epoch,step,val/mIoU\n0,1,high\n", "line 2, column 'val/mIoU'"),
         (b"\xff\xfe\x00garbage\x00", "cannot read metrics.csv"),
     ],
@@ -132,3 +132,10 @@ def test_load_runs_counts_a_run_given_twice_once(tmp_path):
     )
     runs = load_runs([sweep, sweep / "1"])
     assert sorted(r.seed for r in runs) == [1, 2]
+
+
+def test_a_run_that_died_in_its_first_epoch_has_no_curves_yet(tmp_path):
+    """CSVLogger adds the epoch column with the first epoch row: before that, only steps."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("lr-AdamW,step\n0.001,0\n0.001,1\n")
+    assert read_curves(path) == {}
