@@ -153,6 +153,7 @@ def test_usage_mode_sweep_runs_each_mode_in_its_own_directory_and_wandb_run(run_
         "logger=wandb",
         multirun=True,
         env={"WANDB_MODE": "offline"},
+        timeout=600,  # four runs one after another: 240 s was not enough on 2 shared cores
     )
     jobs = sweep_jobs(tmp_path)
     summaries = [results(job) for job in jobs]
