@@ -53,7 +53,7 @@ def test_requeued_job_resumes_from_last_checkpoint_and_loses_nothing(data_dir, t
             assert sweep.poll() is None, "the sweep ended before its job logged an epoch"
             assert time.monotonic() < deadline, "no epoch logged within 400 s"
             time.sleep(0.2)
-        (job_dir,) = (tmp_path / "multirun" / "train").glob("*/0")
+        (job_dir,) = (tmp_path / "multirun" / "train").glob("*/0*")
         (job_id,) = submitted_job_ids(job_dir.parent)
         # what SLURM does on preemption (PreemptMode=REQUEUE), and what submitit runs when the
         # time limit nears: SIGTERM to every task, then the same batch script again
@@ -86,8 +86,9 @@ def test_requeued_job_resumes_from_last_checkpoint_and_loses_nothing(data_dir, t
 
 
 def requeue_point_reached(root) -> bool:
-    """Epoch 1 is logged: the job is training, with a best and a last checkpoint behind it."""
-    logs = list((root / "multirun" / "train").glob("*/0/train.log"))
+    """Epoch 1 is logged (job folder 0 or 0_<overrides>): the job is training, with a best
+    and a last checkpoint behind it."""
+    logs = list((root / "multirun" / "train").glob("*/0*/train.log"))
     return bool(logs) and "epoch 1/5" in logs[0].read_text()
 
 
