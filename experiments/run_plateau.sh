@@ -41,7 +41,7 @@ fi
 for seed in "${seed_list[@]}"; do
   finished "$sweeps/modes/seed$seed"/{0,1,2,3}/results.json && continue
   "$python" -m lovaszseg.train -m experiment="${study}_plateau_modes" seed="$seed" \
-    auto_resume=true hydra.sweep.dir="$sweeps/modes/seed$seed" \
+    auto_resume=true hydra.sweep.dir="$sweeps/modes/seed$seed" 'hydra.sweep.subdir=${hydra.job.num}' \
     init_from="$sweeps/baseline/seed$seed/checkpoints/last.ckpt" "$@"
 done
 fi
