@@ -82,7 +82,9 @@ def build_report(args: argparse.Namespace) -> tuple[Report, list[Search]]:
     searches = find_searches(args.dirs)
     markdown = render_markdown(report, args.dirs, FIGURE_NAME) + render_searches(searches)
     write_text_atomic(out / "report.md", markdown)
-    exported = report_to_dict(report) | {"optuna": searches_to_dicts(searches)}
+    exported = report_to_dict(report)
+    if searches:
+        exported["optuna"] = searches_to_dicts(searches)
     write_text_atomic(out / "report.json", json.dumps(exported, indent=2) + "\n")
     return report, searches
 
