@@ -419,12 +419,13 @@ def scatter(shape, kept, position, grad, weights):
     return out
 
 
-def softmax_backward(probas, image, channel, kept, position, grad, weights):
+def softmax_backward(probas, image, channel, kept, position, grad, weights, out=None):
     """The logits' gradient [B, C, S] from the rows' kept-pixel gradients (``rows``) scaled by
-    ``weights`` [R], through the softmax whose output is ``probas``."""
+    ``weights`` [R], through the softmax whose output is ``probas``; written into ``out``, which
+    may be ``probas`` itself (read before it is overwritten)."""
     lib = library()
     batch, channels, size = probas.shape
-    out = torch.empty_like(probas)
+    out = torch.empty_like(probas) if out is None else out
     row_start = torch.cat([kept.new_zeros(1), kept.cumsum(0)])
     failed = lib.lovasz_softmax_backward(
         _pointer(_checked(probas, torch.float32, "probas")),

@@ -9,6 +9,7 @@ all three (tests/losses/test_ops.py).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -88,21 +89,39 @@ def _(probas, image, channel, kept, position, grad, weights):
     return torch.empty_like(probas)
 
 
+def _unobserved(probas: Tensor) -> bool:
+    """Whether only the saved-tensor slot and the caller's local name refer to ``probas``."""
+    # The slot, the caller's name, this parameter and getrefcount's own argument.
+    return sys.getrefcount(probas) <= 4
+
+
 def _setup_context(ctx, inputs, output):
     x, _, image, channel, _, sign, _, _, softmax = inputs
     _, position, grad, kept, probas, x_range = output
-    ctx.save_for_backward(position, grad, kept, probas, image, channel, sign)
+    logits = x if softmax else None  # to recompute the probabilities (see _backward)
+    ctx.save_for_backward(position, grad, kept, probas, image, channel, sign, logits)
     ctx.softmax, ctx.shape = softmax, x.shape
     ctx.mark_non_differentiable(position, grad, kept, probas, x_range)
 
 
 def _backward(ctx, grad_losses, *_):
-    position, grad, kept, probas, image, channel, sign = ctx.saved_tensors
+    position, grad, kept, probas, image, channel, sign, logits = ctx.saved_tensors
     weights = grad_losses.to(torch.float32)
     if sign is not None:
         weights = weights * sign
     weights = weights.contiguous()
-    if ctx.softmax:
+    if ctx.softmax and type(probas) is torch.Tensor and _unobserved(probas):
+        # Eager, and nobody holds the probabilities but this backward (the losses drop them):
+        # the gradient is written over them, which are then spent (a fresh buffer the size of
+        # the logits would cost page faults and a second stream of memory traffic); a second
+        # backward (retain_graph) recomputes them from the logits.
+        if getattr(ctx, "probas_spent", False):
+            probas = native.softmax(logits.contiguous())
+        grad_x = native.softmax_backward(
+            probas, image, channel, kept, position, grad, weights, out=probas
+        )
+        ctx.probas_spent = True
+    elif ctx.softmax:  # traced (torch.compile), or the output is held: the functional operator
         grad_x = softmax_grad(probas, image, channel, kept, position, grad, weights)
     else:
         grad_x = scatter_grad(position, grad, kept, weights, list(ctx.shape))

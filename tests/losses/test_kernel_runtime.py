@@ -367,3 +367,27 @@ def test_a_wheels_library_is_used_only_if_built_from_this_source(monkeypatch, tm
     monkeypatch.setattr(native, "_HERE", tmp_path)
     assert native._prebuilt("openmp", digest) is None
     assert native._prebuilt("serial", digest).path == tmp_path / "_lovasz_serial.ok.so"
+
+
+def test_the_eager_softmax_backward_writes_over_the_probabilities_only_when_unobserved(monkeypatch):
+    """LovaszSoftmaxLoss drops the operator's probabilities output, so its backward reuses their
+    memory for the gradient; a caller that holds them (opcheck does) keeps them intact."""
+    calls = []
+    original = native.softmax_backward
+    monkeypatch.setattr(
+        native,
+        "softmax_backward",
+        lambda *a, **k: calls.append(k.get("out") is not None) or original(*a, **k),
+    )
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 3, 40, generator=g, requires_grad=True)
+    y = torch.randint(0, 3, (2, 40), generator=g)
+    (in_place,) = torch.autograd.grad(LovaszSoftmaxLoss()(x, y), x)
+    out = ops.rows(
+        x, y.to(torch.uint8), None, torch.arange(3), torch.arange(3), None, 0.0, -1, True
+    )
+    kept_probas = out[4].clone()
+    (held,) = torch.autograd.grad(out[0].sum() / 3, x)
+    assert calls == [True, False]
+    torch.testing.assert_close(out[4], kept_probas, rtol=0, atol=0)
+    torch.testing.assert_close(in_place, held, rtol=1e-6, atol=1e-7)
