@@ -112,28 +112,23 @@ def make_loss(case: Case, impl: str):
         impl = "lovaszseg"
     else:
         from lovaszseg import losses
-    LovaszHingeLoss, LovaszMultilabelLoss, LovaszSoftmaxLoss = (
-        losses.LovaszHingeLoss,
-        losses.LovaszMultilabelLoss,
-        losses.LovaszSoftmaxLoss,
-    )
 
     if case.kind == "multilabel":  # smp's "multilabel" is one hinge over all channels flattened
         if impl == "baseline":
             return lambda x, y: F.binary_cross_entropy_with_logits(x, y.float())
         if impl == "lovaszseg":
-            return LovaszMultilabelLoss("hinge", per_image=case.per_image)
+            return losses.LovaszMultilabelLoss("hinge", per_image=case.per_image)
         return LovaszLoss("multilabel", per_image=case.per_image)
     if case.kind == "hinge":
         if impl == "baseline":
             return lambda x, y: F.binary_cross_entropy_with_logits(x, y.float())
         if impl == "lovaszseg":
-            return LovaszHingeLoss(per_image=case.per_image, ignore_index=IGNORE)
+            return losses.LovaszHingeLoss(per_image=case.per_image, ignore_index=IGNORE)
         return LovaszLoss("binary", per_image=case.per_image, ignore_index=IGNORE)
     if impl == "baseline":
         return lambda x, y: F.cross_entropy(x, y, ignore_index=IGNORE)
     if impl == "lovaszseg":
-        return LovaszSoftmaxLoss(per_image=case.per_image, ignore_index=IGNORE)
+        return losses.LovaszSoftmaxLoss(per_image=case.per_image, ignore_index=IGNORE)
     return LovaszLoss("multiclass", per_image=case.per_image, ignore_index=IGNORE)
 
 

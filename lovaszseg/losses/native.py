@@ -329,6 +329,8 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
     alone and hands back; the second sorts and sweeps them; they are freed whatever happens.
     """
     lib = library()
+    if labels.dtype not in (torch.uint8, torch.int32):
+        raise TypeError("lovaszseg kernel: labels must be uint8 or int32")
     batch, channels, size = x.shape
     dense = target is None
     spec = _Spec(
@@ -347,8 +349,6 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
         offset=float(offset),
         void_label=int(void_label),
     )
-    if labels.dtype not in (torch.uint8, torch.int32):
-        raise TypeError("lovaszseg kernel: labels must be uint8 or int32")
     n_rows = channel.numel()
     threads = torch.get_num_threads()
     parts = 1 if n_rows >= threads else min(-(-threads // n_rows), 64)  # keep every thread busy
