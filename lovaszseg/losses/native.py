@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import re
@@ -316,14 +317,17 @@ def _checked(tensor: torch.Tensor | None, dtype: torch.dtype, name: str):
     return tensor
 
 
-def rows(x, labels, image, channel, target, sign, offset: float, void_label: int):
+def rows(
+    x, labels, image, channel, target, sign, offset: float, void_label: int, check_range=True
+):
     """Row losses (float64 [R]) of float32 ``x`` [B, C, S] and the kept pixels' gradients.
 
     ``labels`` are [B, S] labels (uint8 or int32) when ``target`` is given, else [B, C, S] 0/1
     targets. Returns ``(losses, position, grad, kept, x_range)``: the kept pixels' positions in
     ``x`` (int32) and the gradients of their row's loss with respect to their error, row after
     row, each row's in position order; ``kept`` [R] counts them; ``x_range`` [2] holds the
-    smallest and largest value of ``x`` at the valid pixels of the rows.
+    smallest and largest value of ``x`` at the valid pixels of the rows (the empty range
+    [inf, -inf] unless ``check_range``).
 
     The kernel's first call finds the kept pixels into buffers that it allocates for this call
     alone and hands back; the second sorts and sweeps them; they are freed whatever happens.
@@ -361,7 +365,7 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
     hist = torch.empty(n_rows * parts, buckets, dtype=torch.int32)
     fg_hist = torch.empty_like(hist)
     kept = torch.empty(n_rows * parts, dtype=torch.int64)
-    x_range = torch.empty(2, dtype=torch.float32)
+    x_range = torch.tensor([math.inf, -math.inf])  # empty, unless check_range
     per_row = [_pointer(t) for t in (gts, key_min, shift, hist, fg_hist, kept)]  # both calls
     found = ctypes.c_void_p()  # the kept pixels: this call's, freed below
     try:
@@ -372,7 +376,7 @@ def rows(x, labels, image, channel, target, sign, offset: float, void_label: int
             per_row[0],
             _pointer(threshold),
             *per_row[1:],
-            _pointer(x_range),
+            _pointer(x_range) if check_range else None,
             ctypes.byref(found),
             threads,
         ):

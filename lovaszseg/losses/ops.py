@@ -29,20 +29,30 @@ def rows(
     offset: float,
     void_label: int,
     softmax: bool,
+    check_range: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Row losses of float32 ``x`` [B, C, S] (``lovasz.Rows`` says what a row is), with what
     backward needs: ``(losses [R] float64, position, grad, kept [R], probas, x_range [2])``.
     With ``softmax``, ``x`` are logits and ``probas`` their softmax over C (else an empty
-    tensor). ``x_range``: the smallest and largest value the rows read."""
+    tensor). ``x_range``: with ``check_range``, the smallest and largest value the rows read
+    (else the empty range [inf, -inf]: the reduction costs a sixth of the kernel's first pass)."""
     probas = native.softmax(x) if softmax else x.new_empty(0)
     losses, position, grad, kept, x_range = native.rows(
-        probas if softmax else x, labels, image, channel, target, sign, offset, void_label
+        probas if softmax else x,
+        labels,
+        image,
+        channel,
+        target,
+        sign,
+        offset,
+        void_label,
+        check_range=check_range,
     )
     return losses, position, grad, kept, probas, x_range
 
 
 @rows.register_fake
-def _(x, labels, image, channel, target, sign, offset, void_label, softmax):
+def _(x, labels, image, channel, target, sign, offset, void_label, softmax, check_range):
     n_rows = channel.shape[0]
     kept_pixels = torch.library.get_ctx().new_dynamic_size()
     return (
@@ -96,12 +106,15 @@ def _unobserved(probas: Tensor) -> bool:
 
 
 def _setup_context(ctx, inputs, output):
-    x, _, image, channel, _, sign, _, _, softmax = inputs
+    x, _, image, channel, _, sign, _, _, softmax, _ = inputs
     _, position, grad, kept, probas, x_range = output
     logits = x if softmax else None  # to recompute the probabilities (see _backward)
     ctx.save_for_backward(position, grad, kept, probas, image, channel, sign, logits)
     ctx.softmax, ctx.shape = softmax, x.shape
     ctx.mark_non_differentiable(position, grad, kept, probas, x_range)
+    # Their gradients would otherwise arrive as zero tensors, the probabilities' the size of
+    # the logits: filling it cost a third of the softmax loss's time.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_losses, *_):
@@ -125,7 +138,7 @@ def _backward(ctx, grad_losses, *_):
         grad_x = softmax_grad(probas, image, channel, kept, position, grad, weights)
     else:
         grad_x = scatter_grad(position, grad, kept, weights, list(ctx.shape))
-    return grad_x, None, None, None, None, None, None, None, None
+    return grad_x, None, None, None, None, None, None, None, None, None
 
 
 rows.register_autograd(_backward, setup_context=_setup_context)

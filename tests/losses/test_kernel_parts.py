@@ -32,13 +32,18 @@ def test_error_keys_sort_by_decreasing_error_foreground_first_and_decode_exactly
 def test_row_sums_are_float64_segment_sums_across_chunk_boundaries():
     g = torch.Generator().manual_seed(1)
     values = torch.rand(1000, generator=g)
-    row = torch.sort(torch.randint(0, 6, (1000,), generator=g).to(torch.uint8))[0]
+    row = torch.sort(torch.randint(0, 7, (1000,), generator=g))[0]  # row 6: the dummy row
     row[row == 3] = 2  # an empty row in the middle
-    expected = torch.zeros(7, dtype=torch.float64).index_add_(0, row.long(), values.double())
+    counts = torch.bincount(row, minlength=7)
+    starts = counts.cumsum(0) - counts
+    expected = torch.zeros(7, dtype=torch.float64).index_add_(0, row, values.double())
 
-    sums = _row_sums(values, row, 6, chunk=7)
+    sums = _row_sums(values, starts, 6, chunk=7)
 
     assert sums.dtype == torch.float64 and sums[3] == 0
-    torch.testing.assert_close(sums, expected[:6], rtol=1e-15, atol=0)
-    single = _row_sums(values, None, 1, chunk=7)
+    # Differences of a float64 running sum: within a few float64 ulps of the running total.
+    torch.testing.assert_close(sums, expected[:6], rtol=0, atol=1e-12)
+    single = _row_sums(values, torch.tensor([0, 1000]), 1, chunk=7)
     torch.testing.assert_close(single, values.double().sum().view(1), rtol=1e-15, atol=0)
+    empty = _row_sums(values[:0], torch.zeros(3, dtype=torch.long), 2, chunk=7)
+    assert empty.tolist() == [0.0, 0.0]

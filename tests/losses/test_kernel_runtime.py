@@ -131,7 +131,7 @@ def test_opcheck_passes_for_every_operator():
     probas = logits.softmax(1)
     image, rows_channel = torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])
     cases = [
-        (logits.requires_grad_(), labels, None, channel, channel.clone(), None, 0.0, -1, True),
+        (logits.requires_grad_(), labels, None, channel, channel.clone(), None, 0.0, -1, True, False),
         (
             probas.clone().requires_grad_(),
             labels,
@@ -142,6 +142,7 @@ def test_opcheck_passes_for_every_operator():
             0.0,
             255,
             False,
+            True,
         ),
         (
             logits.detach(),
@@ -152,6 +153,7 @@ def test_opcheck_passes_for_every_operator():
             torch.tensor([1.0, -1.0, 1.0]),
             1.0,
             -1,
+            False,
             False,
         ),
     ]
@@ -384,7 +386,7 @@ def test_the_eager_softmax_backward_writes_over_the_probabilities_only_when_unob
     y = torch.randint(0, 3, (2, 40), generator=g)
     (in_place,) = torch.autograd.grad(LovaszSoftmaxLoss()(x, y), x)
     out = ops.rows(
-        x, y.to(torch.uint8), None, torch.arange(3), torch.arange(3), None, 0.0, -1, True
+        x, y.to(torch.uint8), None, torch.arange(3), torch.arange(3), None, 0.0, -1, True, False
     )
     kept_probas = out[4].clone()
     (held,) = torch.autograd.grad(out[0].sum() / 3, x)
