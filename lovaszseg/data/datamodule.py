@@ -158,7 +158,3 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation split: neither DeepGlobe nor VOC publishes test labels."""
-        return self._loader(self.val_dataset, train=False)

@@ -17,8 +17,8 @@ import numpy as np
 
 from lovaszseg.data.datamodule import SegmentationDataModule
 from lovaszseg.data.files import Problem, Sample, parse_list_file
-from lovaszseg.data.synthetic import ensure_generated
-from lovaszseg.data.synthetic_roads import GENERATOR, road_settings, write_synthetic_roads
+from lovaszseg.data.synthetic.cache import ensure_generated
+from lovaszseg.data.synthetic.roads import GENERATOR, road_settings, write_synthetic_roads
 
 
 def binarise_road_label(raw: np.ndarray, sample: Sample) -> np.ndarray:

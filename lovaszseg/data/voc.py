@@ -15,8 +15,8 @@ import numpy as np
 
 from lovaszseg.data.datamodule import SegmentationDataModule
 from lovaszseg.data.files import Problem, Sample
-from lovaszseg.data.synthetic import ensure_generated
-from lovaszseg.data.synthetic_voc import voc_settings, write_synthetic_voc
+from lovaszseg.data.synthetic.cache import ensure_generated
+from lovaszseg.data.synthetic.voc import voc_settings, write_synthetic_voc
 from lovaszseg.data.voc_classes import VOC_CLASSES
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from lovaszseg.config_types import check_config_types
 from lovaszseg.objectives.compose import CompositeLoss
@@ -19,7 +17,6 @@ from lovaszseg.train import (
     check_batchnorm_batch,
     check_loss_fits_data,
     per_rank_batch_size,
-    relaunches_script,
     resolve_resume,
 )
 
@@ -170,27 +167,6 @@ def test_slurm_launcher_asks_for_no_gpu_for_a_cpu_run():
         hydra_config=True,
     )
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, None)
-
-
-def test_ddp_relaunches_the_script_except_where_slurm_started_the_ranks(monkeypatch):
-    def ddp_trainer(**kwargs):
-        return pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, **kwargs)
-
-    assert relaunches_script(ddp_trainer())
-    slurm_task = {
-        "SLURM_JOB_ID": "7",
-        "SLURM_JOB_NAME": "train",
-        "SLURM_NODELIST": "vm",
-        "SLURM_NTASKS": "2",
-        "SLURM_NTASKS_PER_NODE": "2",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-    }
-    for name, value in slurm_task.items():
-        monkeypatch.setenv(name, value)
-    plugin = SLURMEnvironment(auto_requeue=False)
-    assert not relaunches_script(ddp_trainer(plugins=[plugin]))
 
 
 def test_config_types_are_checked_with_the_key_and_the_type():

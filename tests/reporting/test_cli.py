@@ -12,8 +12,7 @@ from PIL import Image
 
 from lovaszseg.report import FIGURE_NAME, main
 from lovaszseg.reporting.plot import DPI, LEGEND_WIDTH, PANEL_SIZE
-
-from .report_fakes import road_curve, roads_sweeps, write_run, write_sweep
+from tests.reporting.fakes import road_curve, roads_sweeps, write_run, write_sweep
 
 
 def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, monkeypatch):

@@ -15,8 +15,7 @@ from lovaszseg.reporting.plot import (
     plot_curves,
 )
 from lovaszseg.reporting.runs import load_runs
-
-from .report_fakes import road_curve, write_sweep
+from tests.reporting.fakes import road_curve, write_sweep
 
 
 def test_four_panels_wrap_into_two_rows_with_each_group_coloured(tmp_path):

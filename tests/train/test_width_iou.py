@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lovaszseg.data.synthetic_roads import nearest_road_width, render_road_scene, road_settings
-from lovaszseg.width_iou import zone_counts, zone_iou
+from lovaszseg.callbacks.width_iou import zone_counts, zone_iou
+from lovaszseg.data.synthetic.roads import nearest_road_width, render_road_scene, road_settings
 
 # A 1 px road in column 1 and a 5 px-wide one (drawn width) in columns 4-5; every pixel belongs to
 # the road nearest to it: columns 0-2 to the thin one, 3-5 to the wide one.

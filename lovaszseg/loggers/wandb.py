@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from pytorch_lightning.loggers import WandbLogger
 
+from lovaszseg.job import group_choices, in_multirun
 from lovaszseg.resolvers import job_dirname
 
 
@@ -27,8 +27,8 @@ def run_identity(unnamed: str | None) -> tuple[str | None, str | None]:
     hydra_cfg = HydraConfig.get()
     overrides = hydra_cfg.job.override_dirname
     name = job_dirname(0, overrides).removeprefix("0_") if overrides else unnamed
-    experiment = hydra_cfg.runtime.choices.get("experiment")
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    experiment = group_choices()["experiment"]
+    if in_multirun():
         sweep = Path(hydra_cfg.sweep.dir).name
         return name, f"{experiment}-{sweep}" if experiment else sweep
     return name, experiment

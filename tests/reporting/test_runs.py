@@ -6,8 +6,7 @@ import pytest
 
 from lovaszseg.reporting.metrics_csv import read_curves
 from lovaszseg.reporting.runs import find_run_dirs, load_run, load_runs
-
-from .report_fakes import metric_rows, road_curve, write_metrics_csv, write_run, write_sweep
+from tests.reporting.fakes import metric_rows, road_curve, write_metrics_csv, write_run, write_sweep
 
 
 def test_read_curves_takes_sparse_rows_and_last_value_per_epoch(tmp_path):

@@ -8,7 +8,7 @@ and one-pixel-thin segments, low contrast, roofs coloured like asphalt and noisy
 Beside each label the generator writes the width of the roads (`*_width.png`): for every pixel,
 the pen width in px of the road drawn nearest to it. That is exact (it is how the road was drawn)
 and splits the image into thin-road and wide-road zones, so that a metric can score thin roads
-apart from wide ones (:mod:`lovaszseg.width_iou`).
+apart from wide ones (:mod:`lovaszseg.callbacks.width_iou`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from lovaszseg.data.generation import (
-    check_keys,
-    merge_knobs,
-    sample_rng,
-    save_jpeg,
-    save_png,
-    smooth_noise,
-)
+from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
+from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
 from lovaszseg.reporting.atomic import write_text_atomic
 
 GENERATOR = "synthetic_roads/2"

@@ -3,7 +3,7 @@
 A stand-in training app (no model: it logs a deterministic curve per loss and seed) is run as
 `python app.py -m ...`, so the sweep folders, ``.hydra/*.yaml`` and ``multirun.yaml`` are
 exactly what Hydra produces, not what the tests assume it produces. Its ``metrics.csv`` is
-written the way CSVLogger writes it (checked byte for byte in test_report_runs.py); Lightning
+written the way CSVLogger writes it (checked byte for byte in tests/reporting/test_runs.py); Lightning
 itself is not imported, to keep the three sweeps to a few seconds.
 """
 

@@ -16,14 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lovaszseg.data.generation import (
-    check_keys,
-    merge_knobs,
-    sample_rng,
-    save_jpeg,
-    save_png,
-    smooth_noise,
-)
+from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
+from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
 from lovaszseg.data.voc_classes import VOC_CLASSES, voc_palette
 from lovaszseg.reporting.atomic import write_text_atomic
 

@@ -15,7 +15,7 @@ from lovaszseg.data import DeepGlobeRoadDataModule, VOCSegmentationDataModule
 from lovaszseg.data.deepglobe import binarise_road_label
 from lovaszseg.data.files import Sample
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 TINY = {"num_train": 4, "num_val": 3, "image_size": 96}
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytorch_lightning as pl
 
+from lovaszseg.callbacks.results import best_and_final
 from lovaszseg.module import SegmentationModule
-from lovaszseg.results import best_and_final
 
 log = logging.getLogger(__name__)
 

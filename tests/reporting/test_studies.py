@@ -9,7 +9,7 @@ import pytest
 
 from lovaszseg.report import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 
 

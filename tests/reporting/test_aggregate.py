@@ -14,8 +14,7 @@ import pytest
 
 from lovaszseg.reporting.aggregate import Spread, last_third_gain, pooled_std, summarise
 from lovaszseg.reporting.runs import load_runs
-
-from .report_fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
+from tests.reporting.fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
 
 
 def group(panel, label):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lovaszseg.batchnorm import recalibrate_batchnorm
+from lovaszseg.callbacks.precise_bn import recalibrate_batchnorm
 
 
 def test_running_stats_become_the_average_over_batches():

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lovaszseg.check import main, run
 from lovaszseg.data import DeepGlobeRoadDataModule, VOCSegmentationDataModule
-from lovaszseg.data.check import check_dataset
+from lovaszseg.data.validation import check_dataset
 
 TINY = {"num_train": 4, "num_val": 2, "image_size": 96}
 

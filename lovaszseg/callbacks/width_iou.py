@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from lovaszseg.data.synthetic_roads import WIDTH_SUFFIX
+from lovaszseg.data.synthetic.roads import WIDTH_SUFFIX
 
 ZONES = ("thin", "wide")
 

@@ -18,13 +18,18 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every BatchNorm layer of ``model`` (any dimension, synced or not)."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
     """Reset every BatchNorm's running mean / var to their average over ``images`` batches.
 
     Returns the number of batches used (0 leaves the statistics untouched).
     """
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = [m for m in batchnorm_layers(model) if m.track_running_stats]
     if not norms:
         return 0
     was_training = model.training

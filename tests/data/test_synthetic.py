@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from lovaszseg.data import DeepGlobeRoadDataModule, VOCSegmentationDataModule
-from lovaszseg.data.synthetic import MANIFEST, ensure_generated
-from lovaszseg.data.synthetic_roads import render_road_scene, road_settings
-from lovaszseg.data.synthetic_voc import render_voc_scene, voc_settings
+from lovaszseg.data.synthetic.cache import MANIFEST, ensure_generated
+from lovaszseg.data.synthetic.roads import render_road_scene, road_settings
+from lovaszseg.data.synthetic.voc import render_voc_scene, voc_settings
 from lovaszseg.data.voc_classes import voc_palette
 
 TINY_ROADS = {"num_train": 6, "num_val": 2, "image_size": 128}
