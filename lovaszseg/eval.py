@@ -16,11 +16,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lovaszseg.atomic import write_json_atomic
 from lovaszseg.callbacks.predictions import PredictionWriter
 from lovaszseg.iou_table import print_iou_table
 from lovaszseg.job import group_choices
 from lovaszseg.module import SegmentationModule, load_checkpoint
-from lovaszseg.reporting.atomic import write_json_atomic
 from lovaszseg.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,15 @@ until SLURM kills it.
 from __future__ import annotations
 
 import logging
-import os
 import signal
+from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lovaszseg.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,12 @@ class CheckpointOnSigterm(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
-        # a temporary file and a rename: a SIGKILL during the save leaves the old last.ckpt whole
-        partial = self.target.with_name(f".{self.target.name}.sigterm")
-        trainer.save_checkpoint(partial)
+        # atomically: a SIGKILL during the save leaves the old last.ckpt whole. Only rank zero
+        # writes; the other ranks join the save (and its barrier) without writing anything.
+        saving = atomic_path(self.target) if trainer.is_global_zero else nullcontext(self.target)
+        with saving as path:
+            trainer.save_checkpoint(path)
         if trainer.is_global_zero:
-            os.replace(partial, self.target)
             log.warning(
                 "SIGTERM at epoch %d, step %d: saved %s; resume with ckpt_path=last or "
                 "auto_resume=true",

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lovaszseg.data.datamodule import SegmentationDataModule
+from lovaszseg.data.dataset import pair_problems
 from lovaszseg.data.files import Problem, Sample, read_image, read_label
 
 
@@ -55,27 +56,9 @@ def _check_sample(dm: SegmentationDataModule, sample: Sample) -> _SampleResult:
         label = dm.decode_label(raw, sample)
     except ValueError as error:
         return _SampleResult([Problem(where, str(error))])
-    if image.shape[:2] != label.shape:
-        problems.append(
-            Problem(
-                where,
-                f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but label "
-                f"{sample.label} is {label.shape[1]}x{label.shape[0]}",
-            )
-        )
+    messages = pair_problems(image, label, sample, dm.num_classes, dm.ignore_index)
+    problems = [Problem(where, message) for message in messages]
     counts = np.bincount(label.ravel(), minlength=256)
-    valid = np.zeros(256, bool)
-    valid[: dm.num_classes] = True
-    valid[dm.ignore_index] = True
-    if counts[~valid].any():
-        values = np.flatnonzero(counts * ~valid).tolist()
-        problems.append(
-            Problem(
-                where,
-                f"label {sample.label} holds values {values}; expected 0..{dm.num_classes - 1} "
-                f"or {dm.ignore_index}",
-            )
-        )
     kept = np.append(counts[: dm.num_classes], counts[dm.ignore_index])
     return _SampleResult(problems, kept, (image.shape[1], image.shape[0]), raw.ndim == 3)
 

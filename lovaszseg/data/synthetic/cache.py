@@ -14,18 +14,26 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lovaszseg.reporting.atomic import write_text_atomic
+from lovaszseg.atomic import replace_folder, staging_folder, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "synthetic.json"
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A synthetic dataset: its name in the manifest (a new version regenerates cached data),
+    how its settings are completed and validated, and how it is written into a folder."""
+
+    name: str
+    settings: Callable[[Mapping[str, Any]], dict[str, Any]]
+    write: Callable[[Path, Mapping[str, Any]], None]
 
 
 @contextlib.contextmanager
@@ -81,16 +89,9 @@ def ensure_generated(
             return False
         if manifest is not None:
             log.warning("regenerating %s: %s", root, _changes(manifest, wanted))
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-        try:
-            write(tmp)
-            write_text_atomic(tmp / MANIFEST, json.dumps(wanted, indent=2) + "\n")
-            if root.exists():
-                old = root.parent / f".{root.name}.old-{os.getpid()}"
-                os.replace(root, old)
-                shutil.rmtree(old)
-            os.replace(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with staging_folder(root) as folder:
+            write(folder)
+            write_text_atomic(folder / MANIFEST, json.dumps(wanted, indent=2) + "\n")
+            replace_folder(folder, root)
     log.info("generated synthetic %s in %s", generator, root)
     return True

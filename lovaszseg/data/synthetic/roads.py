@@ -21,12 +21,11 @@ import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
+from lovaszseg.atomic import write_text_atomic
+from lovaszseg.data.synthetic.cache import Generator
 from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
 from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
-from lovaszseg.reporting.atomic import write_text_atomic
 
-GENERATOR = "synthetic_roads/2"
-"""The manifest's generator name; a new version regenerates cached data (2: width maps)."""
 WIDTH_SUFFIX = "_width.png"
 """Beside ``<stem>_mask.png``: the width of the nearest road per pixel, in px."""
 
@@ -242,3 +241,6 @@ def write_synthetic_roads(root: Path, settings: Mapping[str, Any]) -> None:
     if settings["layout"] == "list":
         for split, lines in lists.items():
             write_text_atomic(root / f"{split}.txt", "\n".join(lines) + "\n")
+
+
+ROADS = Generator("synthetic_roads/2", road_settings, write_synthetic_roads)  # 2: width maps

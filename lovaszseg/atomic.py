@@ -1,7 +1,9 @@
-"""Atomic file replacement: readers see the old file or the new one, never a torn one.
+"""Atomic replacement: readers see the old file (or folder) or the new one, never a torn one.
 
-The project's one way to write a file that others read while it may change (results.json, the
-reports, figures, data lists). The temporary file gets the mode a plain ``open`` would give
+The project's one way to write what others read while it may change: a file (results.json, the
+reports, figures, data lists, the SIGTERM checkpoint) is written to a temporary sibling and
+renamed onto its target; a folder (a generated or downloaded dataset) is filled in a temporary
+sibling and renamed into place. The temporary file gets the mode a plain ``open`` would give
 (0666 less the umask, 0644 by default), not ``mkstemp``'s 0600, so everyone who can read the
 project folder can read what the runs write.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,3 +51,26 @@ def write_text_atomic(target: str | Path, text: str) -> None:
 def write_json_atomic(target: str | Path, payload: Mapping[str, Any]) -> None:
     """Indented JSON with a final newline; NaN is refused (JSON has none)."""
     write_text_atomic(target, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def staging_folder(target: str | Path, purpose: str = "tmp") -> Iterator[Path]:
+    """Yield a new empty folder beside ``target`` to fill; whatever is left of it goes on exit."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{purpose}-", dir=target.parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def replace_folder(folder: str | Path, target: str | Path) -> None:
+    """Move ``folder`` onto ``target`` in one rename (same filesystem); a ``target`` that exists is
+    renamed aside first and deleted after."""
+    target = Path(target)
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+        shutil.rmtree(old)
+    os.replace(folder, target)
