@@ -64,11 +64,11 @@ def test_reseeding_reproduces_the_same_augmentation():
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
-def test_eval_preset_pads_to_size_and_stride_without_resizing():
+def test_eval_preset_pads_to_size_only_without_resizing():
     out = EvalPreset(pad_to=64)(
         image=np.zeros((50, 70, 3), np.uint8), mask=np.zeros((50, 70), np.uint8)
     )
-    assert out["image"].shape == (3, 64, 96)  # height up to 64, width 70 up to the stride: 96
+    assert out["image"].shape == (3, 64, 70)  # height up to 64; the network pads to its stride
     assert (out["mask"][:50, :70] == 0).all() and (out["mask"][50:] == 255).all()
-    with pytest.raises(ValueError, match="multiple of the encoder stride 32"):
-        EvalPreset(pad_to=500)
+    whole = EvalPreset()(image=np.zeros((50, 70, 3), np.uint8), mask=np.zeros((50, 70), np.uint8))
+    assert whole["image"].shape == (3, 50, 70)

@@ -1,4 +1,7 @@
-"""Config composition: every loss group, overrides, experiments, launchers and start-up checks."""
+"""Config behaviour: loss terms, overrides, sweeps, launchers and the checks made at start-up.
+
+(That every option of every group composes and instantiates: test_config_options.py.)
+"""
 
 from __future__ import annotations
 
@@ -125,25 +128,6 @@ def test_plateau_modes_continue_the_baselines_setting_with_a_lower_rate(study):
     assert modes.trainer.max_epochs < baseline.trainer.max_epochs
     if study == "roads":
         assert modes.callbacks.road_width_iou.thin_max == 3
-
-
-@pytest.mark.parametrize(
-    ("experiment", "data", "loss", "batch", "crop", "lr", "epochs"),
-    [
-        ("paddle_roads", "mini_deepglobe", "lovasz_hinge_bce", 24, 768, 0.1, 300),
-        ("paddle_voc", "voc2012", "lovasz_softmax_ce", 16, 512, 1e-4, 100),
-    ],
-)
-def test_paddle_experiments_carry_paddleseg_settings(
-    experiment, data, loss, batch, crop, lr, epochs
-):
-    cfg = compose_train(f"experiment={experiment}", hydra_config=True)
-    choices = cfg.hydra.runtime.choices
-    assert (choices.data, choices.loss, choices.scheduler) == (data, loss, "poly")
-    assert (cfg.data.batch_size, cfg.data.crop_size) == (batch, crop)
-    assert cfg.optimizer._target_ == "torch.optim.SGD"
-    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (lr, 0.9, 4e-5)
-    assert (cfg.scheduler.power, cfg.trainer.max_epochs) == (0.9, epochs)
 
 
 def test_slurm_launcher_runs_one_task_per_gpu_and_lightning_does_not_requeue():
