@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 from rich.console import Console
 
-from lovaszseg.data.check import check_dataset, print_report
+from lovaszseg.data.validation import check_dataset, print_report
 from lovaszseg.resolvers import register_resolvers
 
 register_resolvers()

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lovaszseg.atomic import write_json_atomic
+from lovaszseg.callbacks.predictions import PredictionWriter
+from lovaszseg.iou_table import print_iou_table
+from lovaszseg.job import group_choices
 from lovaszseg.module import SegmentationModule, load_checkpoint
-from lovaszseg.predictions import PredictionWriter
-from lovaszseg.reporting.atomic import write_json_atomic
 from lovaszseg.resolvers import register_resolvers
-from lovaszseg.tables import print_iou_table
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -56,7 +56,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         return None
 
     scores = dict(module.last_val, epoch=checkpoint.get("epoch"))
-    data_name = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    data_name = group_choices()["data"]
     results = {
         "task": module.task,
         "data": data_name,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lovaszseg.atomic import write_text_atomic
 from lovaszseg.reporting.aggregate import Report, summarise
-from lovaszseg.reporting.atomic import write_text_atomic
 from lovaszseg.reporting.document import render_markdown, subject
 from lovaszseg.reporting.export import report_to_dict
 from lovaszseg.reporting.optuna import Search, find_searches, render_searches, searches_to_dicts

@@ -2,7 +2,7 @@
 
 The entry point stays thin: building blocks come from the config (``_target_``), the checks that
 must fail *before* training live in :func:`check_loss_fits_data` and :func:`resolve_resume`,
-and the run's summary is written by :class:`lovaszseg.results.ResultsWriter` inside the
+and the run's summary is written by :class:`lovaszseg.callbacks.results.ResultsWriter` inside the
 training process. Returns the best ``val/mIoU`` so Hydra sweepers can optimise it.
 """
 
@@ -17,36 +17,27 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from lovaszseg.callbacks.precise_bn import batchnorm_layers
+from lovaszseg.callbacks.results import ResultsWriter, read_results
 from lovaszseg.config_types import check_config_types
+from lovaszseg.iou_table import print_iou_table
+from lovaszseg.job import group_choices, in_multirun
 from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
 from lovaszseg.objectives.compose import CompositeLoss
+from lovaszseg.relaunch import relaunches_script
 from lovaszseg.reporting.grouping import loss_of_checkpoint
 from lovaszseg.resolvers import register_resolvers
-from lovaszseg.results import ResultsWriter, read_results
-from lovaszseg.tables import print_iou_table
 
 log = logging.getLogger(__name__)
 register_resolvers()
 
 RESULTS_FILE = "results.json"
-CHOICE_GROUPS = ("data", "loss", "model", "experiment")
-
-
-def group_choices() -> dict[str, str | None]:
-    """The Hydra group options this run was composed from (``None`` outside a Hydra app)."""
-    if not HydraConfig.initialized():
-        return dict.fromkeys(CHOICE_GROUPS)
-    choices = HydraConfig.get().runtime.choices
-    return {group: choices.get(group) for group in CHOICE_GROUPS}
 
 
 def check_loss_fits_data(
@@ -79,7 +70,7 @@ def has_batchnorm(model_cfg: DictConfig, out_channels: int) -> bool:
     net_config = OmegaConf.to_container(model_cfg, resolve=True) | {"classes": out_channels}
     with torch.device("meta"):
         net = instantiate(net_config)
-    return any(isinstance(m, _BatchNorm) for m in net.modules())
+    return bool(batchnorm_layers(net))
 
 
 def check_batchnorm_batch(per_process: int, world_size: int, batchnorm: bool) -> None:
@@ -100,7 +91,7 @@ def check_sweep_is_multirun(experiment: str | None) -> None:
     params = dict(hydra_cfg.sweeper.get("params") or {})
     chosen = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task}
     unchosen = sorted(set(params) - chosen)
-    if hydra_cfg.mode == RunMode.RUN and unchosen:
+    if not in_multirun() and unchosen:
         swept = " ".join(f"{key}={params[key]}" for key in unchosen)
         raise ValueError(
             f"experiment={experiment} is a sweep ({swept}): add -m to run it all, or choose "
@@ -125,23 +116,9 @@ def resolve_resume(ckpt_path: str | None, auto_resume: bool, output_dir: Path) -
     return str(last) if auto_resume and last.is_file() else None
 
 
-def relaunches_script(trainer: pl.Trainer) -> bool:
-    """Whether Lightning will re-execute the command line to start the other ranks.
-
-    The ``ddp`` strategy always holds a ``_SubprocessScriptLauncher``; it starts processes only
-    when the cluster environment does not (under SLURM, srun has started every rank already).
-    """
-    launcher = trainer.strategy.launcher
-    return (
-        isinstance(launcher, _SubprocessScriptLauncher)
-        and not launcher.cluster_environment.creates_processes_externally
-    )
-
-
 def refuse_relaunch_in_multirun(trainer: pl.Trainer) -> None:
     """Lightning's ``ddp`` re-executes the command line, which would nest a sweep inside each job."""
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and relaunches_script(trainer):
+    if in_multirun() and relaunches_script(trainer):
         raise ValueError(
             "trainer=ddp relaunches the script and cannot run inside a Hydra multirun; use "
             "trainer=ddp_spawn for sweeps on one node, or hydra/launcher=slurm (one task per GPU)"

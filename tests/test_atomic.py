@@ -1,4 +1,4 @@
-"""The one atomic writer: whole files only, and the mode the user's umask asks for."""
+"""The one atomic writer: whole files and folders only, and the mode the user's umask asks for."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import stat
 
 import pytest
 
-from lovaszseg.reporting.atomic import atomic_path, write_json_atomic, write_text_atomic
+from lovaszseg.atomic import (
+    atomic_path,
+    replace_folder,
+    staging_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002])
@@ -44,3 +50,25 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("interrupted")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_folder_replaces_its_target_whole_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "dataset"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with staging_folder(target) as folder:
+        (folder / "new.txt").write_text("new")
+        replace_folder(folder, target)
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset"]
+
+
+def test_a_failed_fill_leaves_the_old_folder_and_no_temporaries(tmp_path):
+    target = tmp_path / "dataset"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staging_folder(target) as folder:
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("the generator failed")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset"]

@@ -1,7 +1,7 @@
 """The LightningDataModule that DeepGlobe and VOC share: config contract, checks and loaders.
 
 A subclass says where its samples are (`scan_samples`), how its stored labels become class
-indices (`decode_label`) and how to write its synthetic stand-in (`generate_synthetic`); this class
+indices (`decode_label`) and which synthetic stand-in it reads (`synthetic_generator`); this class
 does the rest the same way for both: validate the config, generate synthetic data once, fail
 before training on a missing root or missing files, and build seeded loaders.
 """
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from lovaszseg.data.dataset import LabelDecoder, SegmentationDataset, pad_collate, seed_worker
 from lovaszseg.data.files import Problem, Sample, require_files
+from lovaszseg.data.synthetic.cache import Generator, ensure_generated
 from lovaszseg.data.transforms import EvalPreset, TrainPreset
 
 
@@ -82,7 +83,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             crop_size=self.crop_size, ignore_index=self.ignore_index
         )
         self.eval_transform = _build(eval_transform) or EvalPreset(ignore_index=self.ignore_index)
-        self.synthetic = _plain(synthetic)
+        self.synthetic = (
+            None if synthetic is None else self.synthetic_generator.settings(_plain(synthetic))
+        )
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.train_dataset: SegmentationDataset | None = None
         self.val_dataset: SegmentationDataset | None = None
@@ -97,14 +100,17 @@ class SegmentationDataModule(pl.LightningDataModule):
     # module-level function (set as a staticmethod), so DataLoader workers can pickle it.
     decode_label: LabelDecoder
 
-    def generate_synthetic(self) -> None:
-        """Write the synthetic stand-in into `root` unless it is already there."""
-        raise NotImplementedError
+    # The synthetic stand-in written into `root` when the config gives `synthetic` settings.
+    synthetic_generator: Generator
 
     # -- shared behaviour ------------------------------------------------------------------------
     def prepare_data(self) -> None:
+        """Write the synthetic stand-in into `root` unless it is already there."""
         if self.synthetic is not None:
-            self.generate_synthetic()
+            generator, settings = self.synthetic_generator, self.synthetic
+            ensure_generated(
+                self.root, generator.name, settings, lambda folder: generator.write(folder, settings)
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
@@ -157,8 +163,4 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._loader(self.train_dataset, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation split: neither DeepGlobe nor VOC publishes test labels."""
         return self._loader(self.val_dataset, train=False)

@@ -13,6 +13,27 @@ from lovaszseg.data.files import Sample, read_image, read_label
 LabelDecoder = Callable[[np.ndarray, Sample], np.ndarray]
 
 
+def pair_problems(
+    image: np.ndarray, label: np.ndarray, sample: Sample, num_classes: int, ignore_index: int
+) -> list[str]:
+    """What is wrong with a decoded pair, naming its files: sizes that differ, and label values
+    that are neither a class nor the ignore index. Training stops at the first; ``check`` lists
+    them all."""
+    problems = []
+    if image.shape[:2] != label.shape:
+        problems.append(
+            f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but label "
+            f"{sample.label} is {label.shape[1]}x{label.shape[0]}"
+        )
+    invalid = (label >= num_classes) & (label != ignore_index)
+    if invalid.any():
+        problems.append(
+            f"label {sample.label} holds values {sorted(np.unique(label[invalid]).tolist())}; "
+            f"expected 0..{num_classes - 1} or {ignore_index}"
+        )
+    return problems
+
+
 class SegmentationDataset(Dataset):
     """Yields `{"image": float32 [3,H,W], "mask": int64 [H,W], "name": str}`."""
 
@@ -38,17 +59,9 @@ class SegmentationDataset(Dataset):
         sample = self.samples[index]
         image = read_image(sample.image)
         label = self.decode_label(read_label(sample.label), sample)
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but label "
-                f"{sample.label} is {label.shape[1]}x{label.shape[0]}"
-            )
-        invalid = (label >= self.num_classes) & (label != self.ignore_index)
-        if invalid.any():
-            raise ValueError(
-                f"label {sample.label} holds values {sorted(np.unique(label[invalid]).tolist())}; "
-                f"expected 0..{self.num_classes - 1} or {self.ignore_index}"
-            )
+        problems = pair_problems(image, label, sample, self.num_classes, self.ignore_index)
+        if problems:
+            raise ValueError(problems[0])
         return image, label
 
     def __getitem__(self, index: int) -> dict:

@@ -17,8 +17,7 @@ import numpy as np
 
 from lovaszseg.data.datamodule import SegmentationDataModule
 from lovaszseg.data.files import Problem, Sample, parse_list_file
-from lovaszseg.data.synthetic import ensure_generated
-from lovaszseg.data.synthetic_roads import GENERATOR, road_settings, write_synthetic_roads
+from lovaszseg.data.synthetic.roads import ROADS
 
 
 def binarise_road_label(raw: np.ndarray, sample: Sample) -> np.ndarray:
@@ -66,6 +65,7 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
 
     dataset_name = "DeepGlobe road"
     decode_label = staticmethod(binarise_road_label)
+    synthetic_generator = ROADS
 
     def __init__(
         self,
@@ -93,16 +93,9 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
         self.separator = separator
         self.split_seed = int(split_seed)
         self.split_sizes = [int(n) for n in split_sizes]
-        if self.synthetic is not None:
-            self.synthetic = road_settings(self.synthetic)
-            if self.synthetic["layout"] == "original":  # split what was generated, all of it
-                self.split_sizes = [self.synthetic["num_train"], self.synthetic["num_val"]]
-
-    def generate_synthetic(self) -> None:
-        settings = self.synthetic
-        ensure_generated(
-            self.root, GENERATOR, settings, lambda d: write_synthetic_roads(d, settings)
-        )
+        if self.synthetic is not None and self.synthetic["layout"] == "original":
+            # split what was generated, all of it
+            self.split_sizes = [self.synthetic["num_train"], self.synthetic["num_val"]]
 
     def resolved_layout(self) -> str:
         if self.layout != "auto":

@@ -13,11 +13,9 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import stat
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -26,6 +24,8 @@ from pathlib import Path, PurePosixPath
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from lovaszseg.atomic import replace_folder, staging_folder
 
 MARKER = ".lovaszseg-download.json"
 CHUNK = 1 << 20
@@ -187,20 +187,16 @@ def safe_extract(archive: Path, target: Path) -> None:
 
 
 def install(archive: Path, root: Path, strip_top: bool, record: dict) -> None:
-    """Extract into a temporary sibling of `root`, then rename it into place in one step."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.extract-", dir=root.parent))
-    try:
-        safe_extract(archive, tmp)
-        content = tmp
-        entries = [p for p in tmp.iterdir() if p.name != "__MACOSX"]  # macOS zip residue
+    """Extract into a temporary sibling of `root` (only an empty or absent root gets here), then
+    rename it into place in one step."""
+    with staging_folder(root, "extract") as folder:
+        safe_extract(archive, folder)
+        content = folder
+        entries = [p for p in folder.iterdir() if p.name != "__MACOSX"]  # macOS zip residue
         if strip_top and len(entries) == 1 and entries[0].is_dir():
             content = entries[0]
         (content / MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        if root.exists():
-            root.rmdir()  # only an empty root gets here
-        os.replace(content, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_folder(content, root)
 
 
 def download(

@@ -86,41 +86,31 @@ class TrainPreset(_Preset):
 
 
 class EvalPreset(_Preset):
-    """Normalise and pad the whole image (bottom/right) to `pad_to` and to the encoder stride.
+    """Normalise the whole image, padded (bottom/right) to at least `pad_to` when given.
 
-    The padded pixels carry the ignore index, so metrics never count them.
+    The padded pixels carry the ignore index, so metrics never count them. Padding to the
+    network's stride is the model's own business (`SegmentationModule.forward`).
     """
 
     def __init__(
         self,
         pad_to: int | None = None,
-        size_divisor: int = 32,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         ignore_index: int = 255,
     ) -> None:
-        if pad_to is not None and int(pad_to) % size_divisor:
-            raise ValueError(
-                f"pad_to must be a multiple of the encoder stride {size_divisor}, got {pad_to}"
-            )
-        pad = {
-            "position": "top_left",
-            "border_mode": cv2.BORDER_CONSTANT,
-            "fill": 0.0,  # the mean, after normalisation
-            "fill_mask": ignore_index,
-        }
         steps = []
         if pad_to is not None:
-            steps.append(A.PadIfNeeded(min_height=int(pad_to), min_width=int(pad_to), **pad))
-        steps.append(
-            A.PadIfNeeded(
-                min_height=None,
-                min_width=None,
-                pad_height_divisor=size_divisor,
-                pad_width_divisor=size_divisor,
-                **pad,
+            steps.append(
+                A.PadIfNeeded(
+                    min_height=int(pad_to),
+                    min_width=int(pad_to),
+                    position="top_left",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0.0,  # the mean, after normalisation
+                    fill_mask=ignore_index,
+                )
             )
-        )
         self.pipeline = A.Compose(
             [
                 A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),

@@ -15,8 +15,7 @@ import numpy as np
 
 from lovaszseg.data.datamodule import SegmentationDataModule
 from lovaszseg.data.files import Problem, Sample
-from lovaszseg.data.synthetic import ensure_generated
-from lovaszseg.data.synthetic_voc import voc_settings, write_synthetic_voc
+from lovaszseg.data.synthetic.voc import VOC
 from lovaszseg.data.voc_classes import VOC_CLASSES
 
 
@@ -52,6 +51,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
 
     dataset_name = "Pascal VOC 2012"
     decode_label = staticmethod(voc_label)
+    synthetic_generator = VOC
 
     def __init__(
         self,
@@ -64,14 +64,6 @@ class VOCSegmentationDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(root, num_classes, class_names, synthetic=synthetic, **common)
         self.sbd = bool(sbd)
-        if self.synthetic is not None:
-            self.synthetic = voc_settings(self.synthetic)
-
-    def generate_synthetic(self) -> None:
-        settings = self.synthetic
-        ensure_generated(
-            self.root, "synthetic_voc", settings, lambda d: write_synthetic_voc(d, settings)
-        )
 
     @property
     def voc_dir(self) -> Path:

@@ -1,16 +1,17 @@
-"""Config composition: every loss group, overrides, experiments, launchers and start-up checks."""
+"""Config behaviour: loss terms, overrides, sweeps, launchers and the checks made at start-up.
+
+(That every option of every group composes and instantiates: test_config_options.py.)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from lovaszseg.config_types import check_config_types
 from lovaszseg.objectives.compose import CompositeLoss
@@ -19,7 +20,6 @@ from lovaszseg.train import (
     check_batchnorm_batch,
     check_loss_fits_data,
     per_rank_batch_size,
-    relaunches_script,
     resolve_resume,
 )
 
@@ -130,25 +130,6 @@ def test_plateau_modes_continue_the_baselines_setting_with_a_lower_rate(study):
         assert modes.callbacks.road_width_iou.thin_max == 3
 
 
-@pytest.mark.parametrize(
-    ("experiment", "data", "loss", "batch", "crop", "lr", "epochs"),
-    [
-        ("paddle_roads", "mini_deepglobe", "lovasz_hinge_bce", 24, 768, 0.1, 300),
-        ("paddle_voc", "voc2012", "lovasz_softmax_ce", 16, 512, 1e-4, 100),
-    ],
-)
-def test_paddle_experiments_carry_paddleseg_settings(
-    experiment, data, loss, batch, crop, lr, epochs
-):
-    cfg = compose_train(f"experiment={experiment}", hydra_config=True)
-    choices = cfg.hydra.runtime.choices
-    assert (choices.data, choices.loss, choices.scheduler) == (data, loss, "poly")
-    assert (cfg.data.batch_size, cfg.data.crop_size) == (batch, crop)
-    assert cfg.optimizer._target_ == "torch.optim.SGD"
-    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (lr, 0.9, 4e-5)
-    assert (cfg.scheduler.power, cfg.trainer.max_epochs) == (0.9, epochs)
-
-
 def test_slurm_launcher_runs_one_task_per_gpu_and_lightning_does_not_requeue():
     cfg = compose_train(
         "hydra/launcher=slurm", "trainer=slurm", "trainer.devices=8", hydra_config=True
@@ -170,27 +151,6 @@ def test_slurm_launcher_asks_for_no_gpu_for_a_cpu_run():
         hydra_config=True,
     )
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, None)
-
-
-def test_ddp_relaunches_the_script_except_where_slurm_started_the_ranks(monkeypatch):
-    def ddp_trainer(**kwargs):
-        return pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, **kwargs)
-
-    assert relaunches_script(ddp_trainer())
-    slurm_task = {
-        "SLURM_JOB_ID": "7",
-        "SLURM_JOB_NAME": "train",
-        "SLURM_NODELIST": "vm",
-        "SLURM_NTASKS": "2",
-        "SLURM_NTASKS_PER_NODE": "2",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-    }
-    for name, value in slurm_task.items():
-        monkeypatch.setenv(name, value)
-    plugin = SLURMEnvironment(auto_requeue=False)
-    assert not relaunches_script(ddp_trainer(plugins=[plugin]))
 
 
 def test_config_types_are_checked_with_the_key_and_the_type():

@@ -13,11 +13,11 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from lovaszseg.csv_logger import ResumableCSVLogger
+from lovaszseg.callbacks.results import ResultsWriter, best_and_final
+from lovaszseg.loggers.csv import ResumableCSVLogger
 from lovaszseg.module import NonFiniteLossError, SegmentationModule, load_checkpoint
 from lovaszseg.objectives.compose import CompositeLoss, LossTerm
 from lovaszseg.objectives.pixelwise import BinaryCrossEntropy, CrossEntropy
-from lovaszseg.results import ResultsWriter, best_and_final
 from tests.train.fake_data import StripesDataModule
 
 NET_CONFIG = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
@@ -175,18 +175,6 @@ def test_init_weights_that_do_not_fit_are_refused(tmp_path):
 def test_binary_task_needs_two_classes():
     with pytest.raises(ValueError, match="exactly 2 classes"):
         SegmentationModule(net=nn.Identity(), task="binary", class_names=["a", "b", "c"])
-
-
-def test_csv_logger_appends_after_resume(tmp_path):
-    first = ResumableCSVLogger(str(tmp_path))
-    first.log_metrics({"epoch": 0, "train/loss": 1.0}, step=0)
-    first.save()
-    second = ResumableCSVLogger(str(tmp_path))
-    second.log_metrics({"epoch": 1, "val/mIoU": 0.5}, step=1)
-    second.save()
-    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert rows[0]["train/loss"] == "1.0" and rows[1]["val/mIoU"] == "0.5"
 
 
 def test_best_is_highest_miou_and_earliest_on_ties():

@@ -1,0 +1,1 @@
+"""Lightning callbacks the training and evaluation runs attach (``conf/callbacks/``)."""

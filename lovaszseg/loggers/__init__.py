@@ -1,0 +1,1 @@
+"""Lightning loggers with the run layout lovaszseg promises (``conf/logger/``)."""

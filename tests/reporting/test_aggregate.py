@@ -1,0 +1,187 @@
+"""Grouping and statistics against hand-computed numbers.
+
+The roads sweep below: bce best mIoU 0.70 / 0.72 / 0.74 (mean 0.72, sample std 0.02),
+lovasz_hinge_bce 0.75 / 0.76 / 0.77 (mean 0.76, std 0.01), lovasz_hinge one seed at 0.66.
+Pooled std of bce and lovasz_hinge_bce: sqrt((2·0.02² + 2·0.01²) / 4) = sqrt(0.00025).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lovaszseg.reporting.aggregate import Spread, last_third_gain, pooled_std, summarise
+from lovaszseg.reporting.runs import load_runs
+from tests.reporting.fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
+
+
+def group(panel, label):
+    return next(g for g in panel.groups if g.label == label)
+
+
+def test_spread_is_sample_std_and_none_for_one_value():
+    assert Spread((0.70, 0.72, 0.74)).std == pytest.approx(0.02)
+    assert Spread((0.66,)).std is None
+    assert pooled_std(Spread(BCE), Spread(COMBINED)) == pytest.approx(math.sqrt(0.00025))
+    assert pooled_std(Spread((0.6,)), Spread((0.7,))) is None
+
+
+def test_last_third_gain_is_the_rise_of_the_best_over_the_last_third_of_epochs():
+    # 6 epochs: the last third is epochs 4-5; the best before them is 0.72, after 0.73
+    assert last_third_gain({0: 0.5, 1: 0.6, 2: 0.7, 3: 0.72, 4: 0.71, 5: 0.73}) == pytest.approx(
+        0.01
+    )
+    assert last_third_gain({0: 0.5, 1: 0.8, 2: 0.6, 3: 0.7}) == pytest.approx(0.0)  # 4: last 2
+    assert last_third_gain({0: 0.5, 1: 0.6}) is None
+
+
+def test_summary_of_two_sweeps_matches_hand_computed_numbers(tmp_path):
+    report = summarise(load_runs(roads_sweeps(tmp_path)))
+    (panel,) = report.panels
+    assert panel.baseline == "bce"  # automatic for a binary task
+    assert panel.notes == []
+    assert [g.label for g in panel.groups] == ["lovasz_hinge_bce", "bce", "lovasz_hinge"]
+
+    combined = group(panel, "lovasz_hinge_bce")
+    assert combined.best.values == pytest.approx(COMBINED)  # the crashed 0.9 is not counted
+    assert combined.best.mean == pytest.approx(0.76)
+    assert combined.best.std == pytest.approx(0.01)
+    assert combined.delta == pytest.approx(0.04)
+    assert combined.delta_in_std == pytest.approx(0.04 / math.sqrt(0.00025))  # 2.53
+    assert len(combined.left_out) == 1 and combined.left_out[0].run.seed == 4
+    # per-class IoU at each run's best epoch: road = 2·mIoU − 0.97
+    assert combined.per_class["road"].mean == pytest.approx(2 * 0.76 - 0.97)
+    assert combined.per_class["road"].std == pytest.approx(0.02)
+    assert combined.per_class["background"].std == pytest.approx(0.0)
+    # road = 2·mIoU − 0.97 on both sides: Δ 0.08, pooled std 2·sqrt(0.00025)
+    road_delta, road_in_std = combined.per_class_delta["road"]
+    assert road_delta == pytest.approx(0.08)
+    assert road_in_std == pytest.approx(0.08 / (2 * math.sqrt(0.00025)))
+    assert combined.per_class_delta["background"][0] == pytest.approx(0.0)
+    assert combined.best_epoch.values == (1, 1, 1)
+    assert combined.wall_time_s.mean == pytest.approx(60.0)
+
+    baseline = group(panel, "bce")
+    assert baseline.is_baseline and baseline.delta == pytest.approx(0.0)
+
+    direct = group(panel, "lovasz_hinge")
+    assert direct.best.n == 1 and direct.best.std is None
+    assert direct.delta == pytest.approx(-0.06)
+    assert direct.delta_in_std == pytest.approx(-3.0)  # pooled over bce's 2 degrees of freedom
+
+    assert [r.seed for r in report.incomplete] == [4]
+
+
+def test_include_incomplete_counts_the_crashed_run(tmp_path):
+    report = summarise(load_runs(roads_sweeps(tmp_path)), include_incomplete=True)
+    combined = group(report.panels[0], "lovasz_hinge_bce")
+    assert combined.best.values == pytest.approx((*COMBINED, 0.9))
+    assert combined.left_out == []
+
+
+def test_weight_overrides_make_their_own_group(tmp_path):
+    runs = [
+        write_run(tmp_path / f"a{s}", loss="lovasz_hinge_bce", seed=s, miou=road_curve(0.7))
+        for s in (1, 2)
+    ] + [
+        write_run(
+            tmp_path / f"b{s}",
+            loss="lovasz_hinge_bce",
+            seed=s,
+            miou=road_curve(0.8),
+            weights={"lovasz_hinge": 0.3, "bce": 0.7},
+        )
+        for s in (1, 2)
+    ]
+    (panel,) = summarise(load_runs(runs)).panels
+    assert [g.label for g in panel.groups] == [
+        "lovasz_hinge_bce (loss.terms.bce.weight=0.7, loss.terms.lovasz_hinge.weight=0.3)",
+        "lovasz_hinge_bce (loss.terms.bce.weight=0.5, loss.terms.lovasz_hinge.weight=0.5)",
+    ]
+    assert [g.best.mean for g in panel.groups] == pytest.approx([0.8, 0.7])
+
+
+def test_by_splits_panels_each_with_its_own_baseline(tmp_path):
+    specs = []
+    for difficulty, shift in (("easy", 0.1), ("hard", 0.0)):
+        for seed, (b, c) in enumerate(zip(BCE, COMBINED, strict=True), start=1):
+            common = {"seed": seed, "difficulty": difficulty}
+            specs.append({"loss": "bce", "miou": road_curve(b + shift), **common})
+            specs.append({"loss": "lovasz_hinge_bce", "miou": road_curve(c + shift), **common})
+    runs = load_runs([write_sweep(tmp_path / "s", specs)])
+
+    mixed = summarise(runs)
+    assert any("`data.difficulty` (easy | hard)" in note for note in mixed.panels[0].notes)
+
+    report = summarise(runs, by="data.difficulty")
+    assert [p.by_value for p in report.panels] == ["easy", "hard"]
+    for panel, shift in zip(report.panels, (0.1, 0.0), strict=True):
+        assert panel.baseline == "bce" and panel.notes == []
+        combined = group(panel, "lovasz_hinge_bce")
+        assert combined.best.mean == pytest.approx(0.76 + shift)
+        assert combined.delta == pytest.approx(0.04)
+
+
+def test_by_a_group_choice_and_a_missing_key(tmp_path):
+    runs = load_runs(roads_sweeps(tmp_path))
+    assert [p.by_value for p in summarise(runs, by="data").panels] == ["synthetic_roads"]
+    with pytest.raises(ValueError, match=r"config.yaml: no config key or group choice 'data.nope'"):
+        summarise(runs, by="data.nope")
+    with pytest.raises(ValueError, match="is a config section"):
+        summarise(runs, by="loss.terms")
+
+
+def test_multiclass_baseline_is_ce_and_unknown_baselines_are_refused(tmp_path):
+    classes = ("background", "cat", "dog")
+    runs = load_runs(
+        [
+            write_sweep(
+                tmp_path / "voc",
+                [
+                    {"loss": loss, "seed": 1, "miou": road_curve(m), "classes": classes}
+                    for loss, m in (("ce", 0.5), ("lovasz_softmax_ce", 0.55))
+                ],
+            )
+        ]
+    )
+    (panel,) = summarise(runs).panels
+    assert panel.baseline == "ce"
+    assert group(panel, "lovasz_softmax_ce").delta == pytest.approx(0.05)
+    assert group(panel, "lovasz_softmax_ce").delta_in_std is None  # one seed each: no spread
+    with pytest.raises(ValueError, match=r"--baseline 'bce'.*'ce', 'lovasz_softmax_ce'"):
+        summarise(runs, baseline="bce")
+
+
+def test_missing_baseline_and_repeated_seeds_are_noted(tmp_path):
+    runs = [
+        write_run(tmp_path / name, loss="lovasz_hinge", seed=1, miou=road_curve(0.6))
+        for name in ("a", "b")
+    ]
+    (panel,) = summarise(load_runs(runs)).panels
+    assert panel.baseline is None and panel.groups[0].delta is None
+    assert any("no `bce` runs here" in note for note in panel.notes)
+    assert any("seed(s) [1] more than once" in note for note in panel.notes)
+
+
+def test_a_metric_no_run_logged_is_refused_with_the_logged_ones(tmp_path):
+    runs = load_runs(roads_sweeps(tmp_path))
+    with pytest.raises(ValueError, match=r"--metric 'val/miou'.*'val/IoU_road', 'val/mIoU'"):
+        summarise(runs, metric="val/miou")
+
+
+def test_two_run_finetune_is_its_own_group_named_after_its_start(tmp_path):
+    """`init_from` a bce run's checkpoint: "bce → lovasz_hinge", not the direct mode's group."""
+    start = write_run(tmp_path / "bce", loss="bce", seed=1, miou=road_curve(0.70))
+    direct = write_run(tmp_path / "direct", loss="lovasz_hinge", seed=1, miou=road_curve(0.60))
+    tuned = write_run(tmp_path / "tuned", loss="lovasz_hinge", seed=1, miou=road_curve(0.74))
+    ckpt = str(start / "checkpoints" / "best.ckpt")
+    results = json.loads((tuned / "results.json").read_text())
+    (tuned / "results.json").write_text(json.dumps({**results, "init_from": ckpt}))
+    config = tuned / ".hydra" / "config.yaml"
+    config.write_text(config.read_text() + f"init_from: {ckpt}\n")
+    (panel,) = summarise(load_runs([start, direct, tuned])).panels
+    assert [g.label for g in panel.groups] == ["bce → lovasz_hinge", "bce", "lovasz_hinge"]
+    assert panel.groups[0].delta == pytest.approx(0.04)
+    assert panel.notes == []

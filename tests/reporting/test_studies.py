@@ -1,0 +1,88 @@
+"""The committed studies' reports are what `lovaszseg.report` makes of their committed runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lovaszseg.report import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+
+
+def remade_report(folder: Path, args: list[str], out: Path) -> dict:
+    """The report of ``folder``'s committed runs, remade into ``out``, equal to the committed one."""
+    assert main([*args, "--out", str(out)]) == 0
+    made = json.loads((out / "report.json").read_text())
+    assert made == json.loads((folder / "report.json").read_text())
+    return made
+
+
+def seed_counts(report: dict) -> dict[str | None, list[tuple[str, int]]]:
+    return {
+        panel["by_value"]: [(g["label"], g["n"]) for g in panel["groups"]]
+        for panel in report["panels"]
+    }
+
+
+@pytest.mark.parametrize(("study", "baseline"), [("roads_modes", "bce"), ("voc_modes", "ce")])
+def test_early_training_study_report_is_reproduced_from_its_runs(
+    study, baseline, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(ROOT)  # the committed report names its runs relative to the repository
+    folder = Path("experiments") / study / "early"
+    args = [str(folder / "runs"), "--by", "data.synthetic.difficulty", "--baseline", baseline]
+    counted = seed_counts(remade_report(folder, args, tmp_path))
+    assert all(n == 3 for groups in counted.values() for _, n in groups)
+    assert len(counted["hard"]) == 4 and len(counted["easy"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("study", "args"),
+    [
+        ("roads_modes", ["--include-incomplete"]),
+        ("voc_modes", ["--by", "data.synthetic.colour_sharing", "--include-incomplete"]),
+    ],
+)
+def test_pilot_reports_are_reproduced_from_their_runs(study, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    folder = Path("experiments") / study / "pilot"
+    made = remade_report(folder, [str(folder / "runs"), *args], tmp_path)
+    assert all(g["label"] in ("bce", "ce") for p in made["panels"] for g in p["groups"])
+
+
+PLATEAU_STUDIES = [
+    pytest.param(
+        study,
+        baseline,
+        marks=pytest.mark.skipif(
+            not (EXPERIMENTS / study / "runs" / "modes").is_dir(), reason=f"{study}: not run yet"
+        ),
+    )
+    for study, baseline in (("roads_modes", "bce"), ("voc_modes", "ce"))
+]
+
+
+@pytest.mark.parametrize(("study", "baseline"), PLATEAU_STUDIES)
+def test_plateau_study_reports_are_reproduced_from_their_runs(
+    study, baseline, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    folder = Path("experiments") / study
+    baselines = remade_report(
+        folder / "baseline",
+        [str(folder / "runs" / "baseline"), "--baseline", baseline],
+        tmp_path / "baseline",
+    )
+    modes = remade_report(
+        folder,
+        [str(folder / "runs" / "modes"), "--baseline", f"{baseline} → {baseline}"],
+        tmp_path / "modes",
+    )
+    (baseline_group,) = baselines["panels"][0]["groups"]
+    assert baseline_group["label"] == baseline
+    labels = [label for label, _n in seed_counts(modes)[None]]
+    assert len(labels) == 4 and all(label.startswith(f"{baseline} → ") for label in labels)
