@@ -183,7 +183,6 @@ static char *spill_reserve(Spill *s, int64_t bytes) {
  * then positions, in pixel order, in spill[owner[t]] from offset[t]. The caller hands the list
  * back with lovasz_free, which returns the buffers to the pool. */
 typedef struct {
-    int64_t n_tasks;
     int slots;
     int *owner;
     int64_t *offset;
@@ -272,11 +271,10 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
     int64_t n_tasks = sp->R * parts;
     Kept *list = (Kept *)calloc(1, sizeof(Kept));
     if (list) {
-        size_t slots = (size_t)(n_tasks > 0 ? n_tasks : 1);
-        list->n_tasks = n_tasks;
+        size_t tasks = (size_t)(n_tasks > 0 ? n_tasks : 1);
         list->slots = threads > 0 ? threads : 1;
-        list->owner = (int *)calloc(slots, sizeof(int));
-        list->offset = (int64_t *)calloc(slots, sizeof(int64_t));
+        list->owner = (int *)calloc(tasks, sizeof(int));
+        list->offset = (int64_t *)calloc(tasks, sizeof(int64_t));
         list->spill = (Spill *)calloc((size_t)list->slots, sizeof(Spill));
     }
     if (!list || !list->owner || !list->offset || !list->spill) {
