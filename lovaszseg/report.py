@@ -24,7 +24,9 @@ from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
 from lovaszseg.reporting.table import (
     incomplete_table,
+    paired_table,
     per_class_delta_table,
+    per_class_paired_table,
     per_class_table,
     ranking_table,
     to_rich,
@@ -99,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for panel in report.panels:
         tables = (ranking_table(panel, report.metric), per_class_table(panel))
-        for table in (*tables, per_class_delta_table(panel)):
+        more = (per_class_delta_table(panel), paired_table(panel, report.metric))
+        for table in (*tables, *more, per_class_paired_table(panel)):
             if table is not None:
                 console.print(*to_rich(table, console.width))
         for note in panel.notes:

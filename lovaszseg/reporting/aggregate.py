@@ -6,14 +6,16 @@ given in units of the pooled seed standard deviation, so a +0.3 gain is read aga
 Incomplete runs are listed but left out of the statistics unless asked for. Per-class IoU gets
 the same Δ and Δ/σ, since what an IoU loss changes may show in some classes only (thin roads, small
 objects); and each group says how much its best score still rose over the last third of its
-epochs, the evidence that it reached its plateau.
+epochs, the evidence that it reached its plateau. Runs of the same seed are also compared in
+pairs (`Paired`): where every mode continues from its seed's baseline checkpoint, the spread
+between seeds is shared by a mode and its control and cancels in their difference.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +66,63 @@ def spread(values: Iterable[float | None]) -> Spread | None:
 
 
 @dataclass(frozen=True)
+class Paired:
+    """A group's differences to the baseline's run of the same seed, and their paired t-test.
+
+    ``t`` and ``p`` (two-sided) are None below two pairs or when the differences do not vary.
+    """
+
+    seeds: tuple[int, ...]
+    deltas: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.deltas)
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(self.deltas) / self.n
+
+    @property
+    def t(self) -> float | None:
+        std = Spread(self.deltas).std
+        return self.mean / (std / math.sqrt(self.n)) if std else None
+
+    @property
+    def p(self) -> float | None:
+        t = self.t
+        if t is None:
+            return None
+        from scipy.stats import t as student_t  # scipy.stats takes ~0.5 s to import
+
+        return float(2.0 * student_t.sf(abs(t), self.n - 1))
+
+
+def pair_by_seed(
+    scores: Sequence[RunScore],
+    baseline: Sequence[RunScore],
+    value: Callable[[RunScore], float | None],
+) -> Paired | None:
+    """``value`` of each run minus that of the baseline's run with the same seed; seeds that
+    are missing, repeated (not independent) or unknown on either side are left out."""
+    own, base = _one_per_seed(scores), _one_per_seed(baseline)
+    pairs = [
+        (seed, a - b)
+        for seed in sorted(own.keys() & base.keys())
+        if (a := value(own[seed])) is not None and (b := value(base[seed])) is not None
+    ]
+    if not pairs:
+        return None
+    seeds, deltas = zip(*pairs, strict=True)
+    return Paired(seeds, deltas)
+
+
+def _one_per_seed(scores: Sequence[RunScore]) -> dict[int, RunScore]:
+    counts = Counter(s.run.seed for s in scores)
+    return {s.run.seed: s for s in scores if s.run.seed is not None and counts[s.run.seed] == 1}
+
+
+@dataclass(frozen=True)
 class RunScore:
     """A run's best value of the metric, the epoch it came at, and the per-class IoU there."""
 
@@ -91,6 +150,9 @@ class GroupSummary:
     per_class: dict[str, Spread] = field(default_factory=dict)
     per_class_delta: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     """Per class: Δ of the mean IoU to the baseline's, and Δ in pooled seed std (None: no dof)."""
+    paired: Paired | None = None
+    """The best score's differences to the baseline's run of the same seed."""
+    paired_per_class: dict[str, Paired] = field(default_factory=dict)
     last_third_gain: Spread | None = None
     best_epoch: Spread | None = None
     epochs: Spread | None = None
@@ -293,7 +355,8 @@ def _pick_baseline(
 
 
 def _compare_to_baseline(groups: list[GroupSummary], baseline: GroupSummary | None) -> None:
-    """Δ of each group's mean to the baseline's, raw and in pooled seed standard deviations."""
+    """Δ of each group's mean to the baseline's, raw and in pooled seed standard deviations,
+    and per seed, paired with the baseline's run of that seed."""
     if baseline is None:
         return
     baseline.is_baseline = True
@@ -307,6 +370,18 @@ def _compare_to_baseline(groups: list[GroupSummary], baseline: GroupSummary | No
             for name, iou in group.per_class.items()
             if name in baseline.per_class
         }
+        if group is baseline:
+            continue
+        group.paired = pair_by_seed(group.scores, baseline.scores, lambda s: s.best)
+        group.paired_per_class = {
+            name: paired
+            for name in group.per_class
+            if (paired := pair_by_seed(group.scores, baseline.scores, _class_iou(name)))
+        }
+
+
+def _class_iou(name: str) -> Callable[[RunScore], float | None]:
+    return lambda score: score.per_class.get(name)
 
 
 def difference(a: Spread, b: Spread) -> tuple[float, float | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, RunScore, Spread
+from lovaszseg.reporting.aggregate import GroupSummary, Paired, Panel, Report, RunScore, Spread
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
@@ -30,6 +30,19 @@ def spread_to_dict(spread: Spread | None) -> dict[str, Any] | None:
         "min": spread.min,
         "max": spread.max,
         "values": list(spread.values),
+    }
+
+
+def paired_to_dict(paired: Paired | None) -> dict[str, Any] | None:
+    if paired is None:
+        return None
+    return {
+        "n": paired.n,
+        "seeds": list(paired.seeds),
+        "deltas": list(paired.deltas),
+        "mean": paired.mean,
+        "t": paired.t,
+        "p": paired.p,
     }
 
 
@@ -59,6 +72,10 @@ def _group(rank: int, group: GroupSummary) -> dict[str, Any]:
         "per_class_delta_vs_baseline": {
             name: {"delta": delta, "delta_in_pooled_std": in_std}
             for name, (delta, in_std) in group.per_class_delta.items()
+        },
+        "paired_vs_baseline": paired_to_dict(group.paired),
+        "per_class_paired_vs_baseline": {
+            name: paired_to_dict(p) for name, p in group.paired_per_class.items()
         },
         "last_third_gain": spread_to_dict(group.last_third_gain),
         "best_epoch": spread_to_dict(group.best_epoch),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rich import box
 from rich.table import Table as RichTable
 
-from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, Spread
+from lovaszseg.reporting.aggregate import GroupSummary, Paired, Panel, Report, Spread
 
 MAX_CLASS_COLUMNS = 5
 """Up to this many classes, per-class IoU sits in the ranking; beyond, in its own table."""
@@ -93,6 +93,65 @@ def per_class_delta_table(panel: Panel) -> Table | None:
         f" — {panel.heading}" if panel.heading else ""
     )
     return Table(title, header, rows, label_column=0)
+
+
+def paired_table(panel: Panel, metric: str) -> Table | None:
+    """Each group against the baseline's run of the same seed: the differences, seed by seed,
+    their mean, and the paired t-test (two-sided p); None when no group pairs up."""
+    groups = [g for g in panel.groups if g.paired is not None]
+    if not groups:
+        return None
+    header = [
+        "loss",
+        "seeds",
+        f"Δ {metric} per seed (pp)",
+        "mean Δ (pp)",
+        "paired t",
+        "p",
+    ]
+    rows = [
+        [
+            g.label,
+            " / ".join(str(seed) for seed in g.paired.seeds),
+            " / ".join(signed(d, 100.0, 2) for d in g.paired.deltas),
+            signed(g.paired.mean, 100.0, 2),
+            signed(g.paired.t, 1.0, 2),
+            _p_value(g.paired.p),
+        ]
+        for g in groups
+    ]
+    title = f"Paired by seed: Δ {metric} vs {panel.baseline}" + (
+        f" — {panel.heading}" if panel.heading else ""
+    )
+    return Table(title, header, rows, label_column=0)
+
+
+def per_class_paired_table(panel: Panel) -> Table | None:
+    """Per class, each group's mean per-seed Δ IoU to the baseline with its paired t and p."""
+    groups = [g for g in panel.groups if g.paired_per_class]
+    if not groups:
+        return None
+    header = ["class", *(g.label for g in groups)]
+    rows = [
+        [name, *(_paired_cell(g.paired_per_class.get(name)) for g in groups)]
+        for name in panel.class_names
+    ]
+    title = f"Paired by seed: per-class IoU Δ vs {panel.baseline} (pp; paired t, p)" + (
+        f" — {panel.heading}" if panel.heading else ""
+    )
+    return Table(title, header, rows, label_column=0)
+
+
+def _paired_cell(paired: Paired | None) -> str:
+    if paired is None:
+        return NA
+    return f"{signed(paired.mean, 100.0, 2)} ({signed(paired.t, 1.0, 1)}, {_p_value(paired.p)})"
+
+
+def _p_value(p: float | None) -> str:
+    if p is None:
+        return NA
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _delta_cell(delta: tuple[float, float | None] | None) -> str:

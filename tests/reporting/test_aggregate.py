@@ -12,7 +12,13 @@ import math
 
 import pytest
 
-from lovaszseg.reporting.aggregate import Spread, last_third_gain, pooled_std, summarise
+from lovaszseg.reporting.aggregate import (
+    Paired,
+    Spread,
+    last_third_gain,
+    pooled_std,
+    summarise,
+)
 from lovaszseg.reporting.runs import load_runs
 from tests.reporting.fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
 
@@ -185,3 +191,50 @@ def test_two_run_finetune_is_its_own_group_named_after_its_start(tmp_path):
     assert [g.label for g in panel.groups] == ["bce → lovasz_hinge", "bce", "lovasz_hinge"]
     assert panel.groups[0].delta == pytest.approx(0.04)
     assert panel.notes == []
+
+
+def test_runs_pair_with_the_baseline_run_of_their_seed(tmp_path):
+    # lovasz_hinge_bce − bce per seed: 0.05, 0.04, 0.03 → mean 0.04, sd 0.01, t = 4·√3;
+    # with 2 degrees of freedom the t distribution's two-sided p is 1 − t/√(2 + t²)
+    (panel,) = summarise(load_runs(roads_sweeps(tmp_path))).panels
+    paired = group(panel, "lovasz_hinge_bce").paired
+    assert paired.seeds == (1, 2, 3)
+    assert paired.deltas == pytest.approx((0.05, 0.04, 0.03))
+    assert paired.mean == pytest.approx(0.04)
+    t = 4 * math.sqrt(3)
+    assert paired.t == pytest.approx(t)
+    assert paired.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    # road = 2·mIoU − 0.97, so its differences double and t stays; background never moves
+    road = group(panel, "lovasz_hinge_bce").paired_per_class["road"]
+    assert road.deltas == pytest.approx((0.10, 0.08, 0.06))
+    assert road.t == pytest.approx(t)
+    assert group(panel, "lovasz_hinge_bce").paired_per_class["background"].t is None
+    # one seed pairs up: a difference, no test; the baseline pairs with nothing
+    direct = group(panel, "lovasz_hinge").paired
+    assert direct.seeds == (1,) and direct.deltas == pytest.approx((-0.04,))
+    assert direct.t is None and direct.p is None
+    assert group(panel, "bce").paired is None
+
+
+def test_paired_p_with_one_degree_of_freedom_is_the_cauchy_tail():
+    # t with 1 dof is Cauchy: two-sided p = 1 − (2/π)·atan|t|; deltas 0.1, 0.3 → t = 0.2/(√0.02/√2) = 2
+    paired = Paired((1, 2), (0.1, 0.3))
+    assert paired.t == pytest.approx(2.0)
+    assert paired.p == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
+
+
+def test_repeated_or_missing_seeds_are_left_out_of_the_pairs(tmp_path):
+    sweep = write_sweep(
+        tmp_path / "s",
+        [
+            {"loss": "bce", "seed": 1, "miou": road_curve(0.70)},
+            {"loss": "bce", "seed": 2, "miou": road_curve(0.72)},
+            {"loss": "bce", "seed": 2, "miou": road_curve(0.73)},  # seed 2 twice: not paired
+            {"loss": "lovasz_hinge", "seed": 1, "miou": road_curve(0.71)},
+            {"loss": "lovasz_hinge", "seed": 2, "miou": road_curve(0.74)},
+            {"loss": "lovasz_hinge", "seed": 3, "miou": road_curve(0.75)},  # no bce seed 3
+        ],
+    )
+    (panel,) = summarise(load_runs([sweep])).panels
+    paired = group(panel, "lovasz_hinge").paired
+    assert paired.seeds == (1,) and paired.deltas == pytest.approx((0.01,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -38,6 +39,14 @@ def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, mon
     assert "## Incomplete runs" in markdown
     crashed = f"| {sweeps[1] / '3'} | lovasz_hinge_bce | 4 | incomplete | 1 | 90.00 | no |"
     assert crashed in markdown.splitlines()
+    # paired by seed: lovasz_hinge_bce − bce = 0.05, 0.04, 0.03 (t = 4·√3, p = 0.020)
+    assert "### Paired by seed: Δ val/mIoU vs bce" in markdown
+    lines = markdown.splitlines()
+    assert (
+        "| lovasz_hinge_bce | 1 / 2 / 3 | +5.00 / +4.00 / +3.00 | +4.00 | +6.93 | 0.020 |" in lines
+    )
+    assert "| lovasz_hinge | 1 | -4.00 | -4.00 | n/a | n/a |" in lines
+    assert "| road | +8.00 (+6.9, 0.020) | -8.00 (n/a, n/a) |" in lines
 
     data = json.loads((out / "report.json").read_text())
     groups = data["panels"][0]["groups"]
@@ -46,6 +55,12 @@ def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, mon
     assert groups[0]["delta_vs_baseline"] == pytest.approx(0.04)
     assert groups[2]["best"]["std"] is None
     assert data["incomplete_runs"] == [str(sweeps[1] / "3")]
+    paired = groups[0]["paired_vs_baseline"]
+    assert paired["seeds"] == [1, 2, 3] and paired["t"] == pytest.approx(4 * math.sqrt(3))
+    assert groups[0]["per_class_paired_vs_baseline"]["road"]["deltas"] == pytest.approx(
+        [0.10, 0.08, 0.06]
+    )
+    assert groups[1]["paired_vs_baseline"] is None  # the baseline itself
 
     printed = capsys.readouterr().out
     assert "lovasz_hinge_bce" in printed and "76.00 ± 1.00" in printed

@@ -62,7 +62,14 @@ PLATEAU_STUDIES = [
             not (EXPERIMENTS / study / "runs" / "modes").is_dir(), reason=f"{study}: not run yet"
         ),
     )
-    for study, baseline in (("roads_modes", "bce"), ("voc_modes", "ce"))
+    for study, baseline in (
+        ("roads_modes", "bce"),
+        ("voc_modes", "ce"),
+        # the shorter schedules that missed the plateau rule, kept as pilots
+        ("roads_modes/pilot_12_epochs", "bce"),
+        ("voc_modes/pilot_20_epochs", "ce"),
+        ("voc_modes/pilot_30_epochs", "ce"),
+    )
 ]
 
 
