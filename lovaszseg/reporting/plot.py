@@ -2,7 +2,8 @@
 
 Showing the single seeds beside the mean is the point: a reader sees at once whether two loss
 configurations are apart or inside each other's seed spread — the curves PaddleSeg shows, made
-honest about noise. One panel per ``--by`` value, sharing the y axis and the colours.
+honest about noise. One panel per ``--by`` value, sharing the y axis and the colours. The last
+third of the epochs, where the report's plateau rule reads the gain, is shaded.
 A bare ``Figure`` renders with the Agg canvas, without pyplot's global state or a display.
 """
 
@@ -24,6 +25,8 @@ PANEL_SIZE = (7.0, 4.8)
 LEGEND_WIDTH = 3.0
 MAX_COLUMNS = 3
 DPI = 120
+PLATEAU_WINDOW_COLOUR = "#ececec"
+"""The shading of the last third of the epochs (opaque, behind the curves)."""
 
 
 def group_colours(report: Report) -> dict[str, tuple]:
@@ -64,6 +67,7 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
 
 
 def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> None:
+    _shade_last_third(ax, panel, metric)
     for group in panel.groups:
         colour = colours[group.label]
         for style, scores in (("-", group.scores), ("--", group.left_out)):
@@ -77,6 +81,25 @@ def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> Non
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
+
+
+def _shade_last_third(ax, panel: Panel, metric: str) -> None:
+    """The last ⌈E/3⌉ of the panel's E epochs (E: the most any counted run logged), as
+    ``last_third_gain`` reads them; nothing below 3 epochs."""
+    logged = [len(s.run.curves.get(metric, {})) for g in panel.groups for s in g.scores]
+    epochs = max(logged, default=0)
+    if epochs < 3:
+        return
+    start = epochs - math.ceil(epochs / 3)
+    ax.axvspan(start - 0.5, epochs - 0.5, color=PLATEAU_WINDOW_COLOUR, lw=0, zorder=0)
+    ax.text(
+        start - 0.3,
+        0.02,
+        "last ⅓",
+        transform=ax.get_xaxis_transform(),
+        fontsize="small",
+        color="0.45",
+    )
 
 
 def _draw_mean_and_band(ax, group: GroupSummary, metric: str, colour: tuple) -> None:

@@ -11,6 +11,7 @@ from lovaszseg.reporting.plot import (
     LEGEND_WIDTH,
     MAX_COLUMNS,
     PANEL_SIZE,
+    PLATEAU_WINDOW_COLOUR,
     group_colours,
     plot_curves,
 )
@@ -37,3 +38,23 @@ def test_four_panels_wrap_into_two_rows_with_each_group_coloured(tmp_path):
         rgb = np.round(np.array(colour[:3]) * 255)
         assert (np.abs(pixels - rgb).max(axis=-1) <= 2).sum() > 200  # mean lines are drawn
     assert [p.name for p in path.parent.iterdir()] == ["figure.png"]  # no temp file left
+
+
+def shaded_pixels(tmp_path, epochs: int) -> int:
+    specs = [{"loss": "bce", "seed": s, "miou": road_curve(0.7, epochs)} for s in (1, 2)]
+    report = summarise(load_runs([write_sweep(tmp_path / f"e{epochs}", specs)]))
+    path = tmp_path / f"e{epochs}.png"
+    plot_curves(report, "title", path)
+    with Image.open(path) as png:
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    shade = np.array([int(PLATEAU_WINDOW_COLOUR[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels - shade).max(axis=-1) == 0).sum())
+
+
+def test_the_last_third_of_the_epochs_is_shaded(tmp_path):
+    # 5 epochs: the window is epochs 3-4, two of the x axis' 4 units (0..4 plus margins)
+    five = shaded_pixels(tmp_path, 5)
+    panel_pixels = PANEL_SIZE[0] * PANEL_SIZE[1] * DPI * DPI
+    assert 0.2 * panel_pixels < five < 0.5 * panel_pixels
+    # below 3 epochs there is no last third (a few anti-aliased edge pixels share the grey)
+    assert shaded_pixels(tmp_path, 2) < 0.001 * panel_pixels
