@@ -67,6 +67,7 @@ PLATEAU_STUDIES = [
         ("voc_modes", "ce"),
         # the shorter schedules that missed the plateau rule, kept as pilots
         ("roads_modes/pilot_12_epochs", "bce"),
+        ("roads_modes/pilot_24_epochs", "bce"),
         ("voc_modes/pilot_20_epochs", "ce"),
         ("voc_modes/pilot_30_epochs", "ce"),
     )
