@@ -95,14 +95,3 @@ def test_plateau_study_reports_are_reproduced_from_their_runs(
     labels = [label for label, _n in seed_counts(modes)[None]]
     assert len(labels) == 4 and all(label.startswith(f"{baseline} → ") for label in labels)
 
-
-@pytest.mark.parametrize(("study", "baseline"), [("voc_modes/pilot_50_epochs", "ce")])
-def test_baseline_only_pilot_reports_are_reproduced_from_their_runs(
-    study, baseline, tmp_path, monkeypatch
-):
-    monkeypatch.chdir(ROOT)
-    folder = Path("experiments") / study
-    made = remade_report(
-        folder / "baseline", [str(folder / "runs" / "baseline"), "--baseline", baseline], tmp_path
-    )
-    assert seed_counts(made)[None] == [(baseline, 3)]
