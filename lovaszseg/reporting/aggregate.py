@@ -81,7 +81,7 @@ class Paired:
 
     @property
     def mean(self) -> float:
-        return math.fsum(self.deltas) / self.n
+        return Spread(self.deltas).mean
 
     @property
     def t(self) -> float | None:

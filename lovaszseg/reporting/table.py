@@ -82,17 +82,22 @@ def per_class_table(panel: Panel) -> Table | None:
 def per_class_delta_table(panel: Panel) -> Table | None:
     """Δ of each group's per-class IoU to the baseline's, in pp and in pooled seed std."""
     groups = [g for g in panel.groups if g.best and not g.is_baseline and g.per_class_delta]
+    return _classes_by_group(
+        panel,
+        groups,
+        lambda g, name: _delta_cell(g.per_class_delta.get(name)),
+        f"Per-class IoU Δ vs {panel.baseline} (pp, Δ/σ)",
+    )
+
+
+def _classes_by_group(panel: Panel, groups: list[GroupSummary], cell, title: str) -> Table | None:
+    """Classes down, ``groups`` across, ``cell(group, class)`` in each; None without groups."""
     if not groups:
         return None
     header = ["class", *(g.label for g in groups)]
-    rows = [
-        [name, *(_delta_cell(g.per_class_delta.get(name)) for g in groups)]
-        for name in panel.class_names
-    ]
-    title = f"Per-class IoU Δ vs {panel.baseline} (pp, Δ/σ)" + (
-        f" — {panel.heading}" if panel.heading else ""
-    )
-    return Table(title, header, rows, label_column=0)
+    rows = [[name, *(cell(g, name) for g in groups)] for name in panel.class_names]
+    heading = f" — {panel.heading}" if panel.heading else ""
+    return Table(title + heading, header, rows, label_column=0)
 
 
 def paired_table(panel: Panel, metric: str) -> Table | None:
@@ -128,18 +133,12 @@ def paired_table(panel: Panel, metric: str) -> Table | None:
 
 def per_class_paired_table(panel: Panel) -> Table | None:
     """Per class, each group's mean per-seed Δ IoU to the baseline with its paired t and p."""
-    groups = [g for g in panel.groups if g.paired_per_class]
-    if not groups:
-        return None
-    header = ["class", *(g.label for g in groups)]
-    rows = [
-        [name, *(_paired_cell(g.paired_per_class.get(name)) for g in groups)]
-        for name in panel.class_names
-    ]
-    title = f"Paired by seed: per-class IoU Δ vs {panel.baseline} (pp; paired t, p)" + (
-        f" — {panel.heading}" if panel.heading else ""
+    return _classes_by_group(
+        panel,
+        [g for g in panel.groups if g.paired_per_class],
+        lambda g, name: _paired_cell(g.paired_per_class.get(name)),
+        f"Paired by seed: per-class IoU Δ vs {panel.baseline} (pp; paired t, p)",
     )
-    return Table(title, header, rows, label_column=0)
 
 
 def _paired_cell(paired: Paired | None) -> str:
