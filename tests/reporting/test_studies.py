@@ -65,11 +65,13 @@ PLATEAU_STUDIES = [
     for study, baseline in (
         ("roads_modes", "bce"),
         ("voc_modes", "ce"),
-        # the shorter schedules that missed the plateau rule, kept as pilots
+        # the schedules that missed the plateau rule, kept as pilots
         ("roads_modes/pilot_12_epochs", "bce"),
         ("roads_modes/pilot_24_epochs", "bce"),
+        ("roads_modes/pilot_36_epochs", "bce"),
         ("voc_modes/pilot_20_epochs", "ce"),
         ("voc_modes/pilot_30_epochs", "ce"),
+        ("voc_modes/pilot_50_epochs", "ce"),
     )
 ]
 
