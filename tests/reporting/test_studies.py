@@ -96,4 +96,3 @@ def test_plateau_study_reports_are_reproduced_from_their_runs(
     assert baseline_group["label"] == baseline
     labels = [label for label, _n in seed_counts(modes)[None]]
     assert len(labels) == 4 and all(label.startswith(f"{baseline} → ") for label in labels)
-
