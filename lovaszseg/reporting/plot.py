@@ -84,16 +84,19 @@ def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> Non
 
 
 def _shade_last_third(ax, panel: Panel, metric: str) -> None:
-    """The last ⌈E/3⌉ of the panel's E epochs (E: the most any counted run logged), as
-    ``last_third_gain`` reads them; nothing below 3 epochs."""
-    logged = [len(s.run.curves.get(metric, {})) for g in panel.groups for s in g.scores]
-    epochs = max(logged, default=0)
-    if epochs < 3:
+    """The last ⌈E/3⌉ of the E validated epochs of the panel's longest run, as
+    ``last_third_gain`` reads them, each validation's interval shaded (a run validated every
+    k epochs shades the last third of its epochs); nothing below 3 validations."""
+    curves = [s.run.curves.get(metric, {}) for g in panel.groups for s in g.scores]
+    epochs = sorted(max(curves, key=len, default={}))
+    if len(epochs) < 3:
         return
-    start = epochs - math.ceil(epochs / 3)
-    ax.axvspan(start - 0.5, epochs - 0.5, color=PLATEAU_WINDOW_COLOUR, lw=0, zorder=0)
+    first = len(epochs) - math.ceil(len(epochs) / 3)
+    start, last = epochs[first], epochs[-1]
+    step = start - epochs[first - 1]  # 1 when every epoch is validated
+    ax.axvspan(start - step / 2, last + step / 2, color=PLATEAU_WINDOW_COLOUR, lw=0, zorder=0)
     ax.text(
-        start - 0.3,
+        start - step / 2 + 0.2,
         0.02,
         "last ⅓",
         transform=ax.get_xaxis_transform(),

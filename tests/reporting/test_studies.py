@@ -72,6 +72,7 @@ PLATEAU_STUDIES = [
         ("voc_modes/pilot_20_epochs", "ce"),
         ("voc_modes/pilot_30_epochs", "ce"),
         ("voc_modes/pilot_50_epochs", "ce"),
+        ("voc_modes/pilot_50_epochs_power2", "ce"),
     )
 ]
 

@@ -119,12 +119,16 @@ def test_mode_experiments_sweep_the_four_usage_modes(experiment, data, losses):
     assert cfg.hydra.sweeper.params.loss == losses
 
 
-@pytest.mark.parametrize("study", ["roads", "voc"])
-def test_plateau_modes_continue_the_baselines_setting_with_a_lower_rate(study):
+@pytest.mark.parametrize(("study", "lr_ratio"), [("roads", 4), ("voc", 10)])
+def test_plateau_modes_continue_the_baselines_setting_with_a_lower_rate(study, lr_ratio):
     baseline = compose_train(f"experiment={study}_plateau")
     modes = compose_train(f"experiment={study}_plateau_modes")
     assert modes.data == baseline.data and modes.model == baseline.model
-    assert modes.optimizer.lr == baseline.optimizer.lr / 4
+    assert modes.optimizer.lr == pytest.approx(baseline.optimizer.lr / lr_ratio)
+    # the plateau rule reads the baseline's last validation at its last epoch; modes every epoch
+    every = baseline.trainer.get("check_val_every_n_epoch", 1)
+    assert baseline.trainer.max_epochs % every == 0
+    assert modes.trainer.get("check_val_every_n_epoch", 1) == 1
     assert modes.trainer.max_epochs < baseline.trainer.max_epochs
     # phase 1 decays faster to reach its plateau; the modes keep PaddleSeg's poly 0.9
     assert (baseline.scheduler.power, modes.scheduler.power) == (2.0, 0.9)
