@@ -23,8 +23,21 @@ def _display_image(image: torch.Tensor) -> np.ndarray:
     return (scaled.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
+def media_due(
+    epoch: int, every_n_epochs: int, check_val_every_n_epoch: int | None, max_epochs: int | None
+) -> bool:
+    """Whether the validation that ends ``epoch`` (from 0) logs media: the first validation at
+    or after every ``every_n_epochs``-th epoch, and the last epoch's. A run validated every k
+    epochs thus logs every ``every_n_epochs`` epochs too, not only at their common multiples."""
+    done = epoch + 1
+    since_last_validation = check_val_every_n_epoch or 1  # None: validated by steps, each epoch
+    crossed = done // every_n_epochs > (done - since_last_validation) // every_n_epochs
+    last = max_epochs is not None and max_epochs > 0 and done >= max_epochs  # -1: no end
+    return crossed or last
+
+
 class WandbMedia(pl.Callback):
-    """Every ``every_n_epochs`` validations, log ``max_images`` overlays and the IoU table."""
+    """At the validations ``media_due`` picks, log ``max_images`` overlays and the IoU table."""
 
     def __init__(self, every_n_epochs: int = 5, max_images: int = 4) -> None:
         if every_n_epochs < 1 or max_images < 0:
@@ -41,12 +54,16 @@ class WandbMedia(pl.Callback):
         return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
     def _due(self, trainer: pl.Trainer) -> bool:
-        last_epoch = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
         return (
             trainer.is_global_zero
             and not trainer.sanity_checking
             and bool(self._wandb_loggers(trainer))
-            and ((trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch)
+            and media_due(
+                trainer.current_epoch,
+                self.every_n_epochs,
+                trainer.check_val_every_n_epoch,
+                trainer.max_epochs,
+            )
         )
 
     def on_validation_batch_end(
