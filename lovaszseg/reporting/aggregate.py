@@ -234,16 +234,19 @@ def iou_names(run: Run) -> tuple[str, ...]:
     return (*run.class_names, *extra)
 
 
-def last_third_gain(curve: dict[int, float]) -> float | None:
-    """How much the best value rose over the last third of the epochs logged (≥ 0).
+def last_third_start(epochs: Sequence[int]) -> int | None:
+    """Where the last third of the sorted logged ``epochs`` begins: with E of them, the index of
+    the first of the last ⌈E/3⌉; None below 3 epochs (no last third)."""
+    return len(epochs) - math.ceil(len(epochs) / 3) if len(epochs) >= 3 else None
 
-    With E epochs, the last third is the last ⌈E/3⌉ of them; None below 3 epochs.
-    """
+
+def last_third_gain(curve: dict[int, float]) -> float | None:
+    """How much the best value rose over the last third of the epochs logged (≥ 0)."""
     epochs = sorted(curve)
-    if len(epochs) < 3:
+    start = last_third_start(epochs)
+    if start is None:
         return None
-    before = epochs[: len(epochs) - math.ceil(len(epochs) / 3)]
-    return max(curve.values()) - max(curve[e] for e in before)
+    return max(curve.values()) - max(curve[e] for e in epochs[:start])
 
 
 def summarise(

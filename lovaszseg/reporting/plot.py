@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from lovaszseg.atomic import atomic_path
-from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report
+from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, last_third_start
 
 PANEL_SIZE = (7.0, 4.8)
 LEGEND_WIDTH = 3.0
@@ -89,9 +89,9 @@ def _shade_last_third(ax, panel: Panel, metric: str) -> None:
     k epochs shades the last third of its epochs); nothing below 3 validations."""
     curves = [s.run.curves.get(metric, {}) for g in panel.groups for s in g.scores]
     epochs = sorted(max(curves, key=len, default={}))
-    if len(epochs) < 3:
+    first = last_third_start(epochs)
+    if first is None:
         return
-    first = len(epochs) - math.ceil(len(epochs) / 3)
     start, last = epochs[first], epochs[-1]
     step = start - epochs[first - 1]  # 1 when every epoch is validated
     ax.axvspan(start - step / 2, last + step / 2, color=PLATEAU_WINDOW_COLOUR, lw=0, zorder=0)
