@@ -7,16 +7,23 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "conf").rglob("*.yaml"))
 
 
-def test_every_subpackage_is_listed_in_pyproject():
+def test_every_subpackage_and_config_group_is_listed_in_pyproject():
+    """A folder of configs that is not a listed package makes setuptools warn ("Package would be
+    ignored") on every install and may leave its YAML out of the wheel."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     found = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "lovaszseg").rglob("__init__.py")
     }
-    assert found | {"lovaszseg.conf"} == listed
+    groups = {
+        ".".join(("lovaszseg", *yaml.parent.relative_to(ROOT).parts)) for yaml in CONFIGS
+    }
+    assert "lovaszseg.conf.loss" in groups and "lovaszseg.conf.hydra.launcher" in groups
+    assert sorted(found | groups) == sorted(listed)
     assert config["package-dir"]["lovaszseg.conf"] == "conf"
 
 
@@ -86,6 +93,7 @@ def torch_only_venv(tmp_path_factory):
         timeout=600,
     )
     assert built.returncode == 0, built.stderr[-3000:]
+    assert "BuildBackendWarning" not in built.stderr, built.stderr[:3000]
     (wheel,) = (root / "dist").glob("*.whl")
 
     venv.EnvBuilder(with_pip=False).create(root / "venv")
@@ -158,6 +166,9 @@ def test_the_wheel_carries_the_kernel_and_the_losses_need_only_torch(torch_only_
             if line.startswith("Requires-Dist:")
         ]
     assert any(n.startswith("lovaszseg/losses/_lovasz_openmp") for n in names)
+    shipped = {n for n in names if n.startswith("lovaszseg/conf/") and n.endswith(".yaml")}
+    assert len(CONFIGS) > 60
+    assert shipped == {f"lovaszseg/{c.relative_to(ROOT).as_posix()}" for c in CONFIGS}
     assert [r for r in requires if "extra ==" not in r] == ["torch>=2.4"]
     env = {
         "PATH": str(tmp_path),  # no cc, gcc or clang
