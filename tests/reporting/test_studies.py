@@ -41,15 +41,16 @@ def test_early_training_study_report_is_reproduced_from_its_runs(
 
 
 @pytest.mark.parametrize(
-    ("study", "args"),
+    ("pilot", "args"),
     [
-        ("roads_modes", ["--include-incomplete"]),
-        ("voc_modes", ["--by", "data.synthetic.colour_sharing", "--include-incomplete"]),
+        ("roads_modes/pilot", ["--include-incomplete"]),
+        ("voc_modes/pilot", ["--by", "data.synthetic.colour_sharing", "--include-incomplete"]),
+        ("voc_modes/pilot_96_epochs", ["--baseline", "ce"]),  # baselines only, seeds 4 and 5
     ],
 )
-def test_pilot_reports_are_reproduced_from_their_runs(study, args, tmp_path, monkeypatch):
+def test_pilot_reports_are_reproduced_from_their_runs(pilot, args, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    folder = Path("experiments") / study / "pilot"
+    folder = Path("experiments") / pilot
     made = remade_report(folder, [str(folder / "runs"), *args], tmp_path)
     assert all(g["label"] in ("bce", "ce") for p in made["panels"] for g in p["groups"])
 
