@@ -98,6 +98,15 @@ class Paired:
         return float(2.0 * student_t.sf(abs(t), self.n - 1))
 
 
+def critical_t(pairs: int, alpha: float = 0.05) -> float:
+    """The |t| a paired t-test over ``pairs`` seeds must pass for two-sided p < ``alpha``."""
+    if pairs < 2:
+        raise ValueError(f"critical_t needs at least 2 pairs, got {pairs}")
+    from scipy.stats import t as student_t
+
+    return float(student_t.isf(alpha / 2.0, pairs - 1))
+
+
 def pair_by_seed(
     scores: Sequence[RunScore],
     baseline: Sequence[RunScore],

@@ -6,10 +6,10 @@ were computed and how to read Δ/σ against seed noise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lovaszseg.reporting.aggregate import Report
+from lovaszseg.reporting.aggregate import Report, critical_t
 from lovaszseg.reporting.table import (
     incomplete_table,
     paired_table,
@@ -32,13 +32,19 @@ READING_GUIDE = (
     "E epochs: below 1 pp, the run has reached its plateau."
 )
 
-PAIRED_GUIDE = (
-    "Each run is paired with the baseline's run of the same seed. Where every run of a seed "
-    "starts from the same checkpoint (the finetune design), what the seeds share cancels in the "
-    "difference, so the paired t-test (n − 1 degrees of freedom, two-sided p) can see effects "
-    "the Δ/σ above cannot; with 3 seeds, p < 0.05 needs |t| > 4.30. Across many classes, about "
-    "1 comparison in 20 falls below p 0.05 by chance alone."
-)
+
+def paired_guide(pairs: Iterable[int]) -> str:
+    """How to read the paired tables, with the |t| that p < 0.05 needs at each seed count."""
+    counts = sorted({n for n in pairs if n >= 2})
+    thresholds = ", ".join(f"|t| > {critical_t(n):.2f} with {n} seeds" for n in counts)
+    return (
+        "Each run is paired with the baseline's run of the same seed. Where every run of a seed "
+        "starts from the same checkpoint (the finetune design), what the seeds share cancels in "
+        "the difference, so the paired t-test (n − 1 degrees of freedom, two-sided p) can see "
+        "effects the Δ/σ above cannot"
+        + (f"; p < 0.05 needs {thresholds}" if thresholds else "")
+        + ". Across many classes, about 1 comparison in 20 falls below p 0.05 by chance alone."
+    )
 
 
 def subject(report: Report) -> str:
@@ -72,7 +78,8 @@ def render_markdown(report: Report, sources: Sequence[Path], figure_name: str) -
             lines += ["", f"### {deltas.title}", "", to_markdown(deltas)]
         paired = paired_table(panel, report.metric)
         if paired is not None:
-            lines += ["", f"### {paired.title}", "", PAIRED_GUIDE, "", to_markdown(paired)]
+            guide = paired_guide(g.paired.n for g in panel.groups if g.paired is not None)
+            lines += ["", f"### {paired.title}", "", guide, "", to_markdown(paired)]
         paired_classes = per_class_paired_table(panel)
         if paired_classes is not None:
             lines += ["", f"### {paired_classes.title}", "", to_markdown(paired_classes)]

@@ -15,6 +15,7 @@ import pytest
 from lovaszseg.reporting.aggregate import (
     Paired,
     Spread,
+    critical_t,
     last_third_gain,
     pooled_std,
     summarise,
@@ -221,6 +222,17 @@ def test_paired_p_with_one_degree_of_freedom_is_the_cauchy_tail():
     paired = Paired((1, 2), (0.1, 0.3))
     assert paired.t == pytest.approx(2.0)
     assert paired.p == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
+
+
+def test_critical_t_matches_closed_forms_for_one_and_two_degrees_of_freedom():
+    # 1 dof (Cauchy): tan(π·(0.975 − 1/2)); 2 dof: F(t) = 1/2 + t/(2·√(2 + t²)) = 0.975
+    # gives t² = 2·0.95²/(1 − 0.95²)
+    assert critical_t(2) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)
+    assert critical_t(3) == pytest.approx(math.sqrt(2 * 0.95**2 / (1 - 0.95**2)), rel=1e-9)
+    assert critical_t(3) == pytest.approx(4.303, abs=5e-4)  # the tables' figure
+    assert critical_t(5) == pytest.approx(2.776, abs=5e-4)
+    with pytest.raises(ValueError, match="at least 2 pairs, got 1"):
+        critical_t(1)
 
 
 def test_repeated_or_missing_seeds_are_left_out_of_the_pairs(tmp_path):

@@ -41,6 +41,7 @@ def test_report_on_two_sweeps_writes_figure_table_and_json(tmp_path, capsys, mon
     assert crashed in markdown.splitlines()
     # paired by seed: lovasz_hinge_bce − bce = 0.05, 0.04, 0.03 (t = 4·√3, p = 0.020)
     assert "### Paired by seed: Δ val/mIoU vs bce" in markdown
+    assert "p < 0.05 needs |t| > 4.30 with 3 seeds. Across" in markdown  # 1 pair: no threshold
     lines = markdown.splitlines()
     assert (
         "| lovasz_hinge_bce | 1 / 2 / 3 | +5.00 / +4.00 / +3.00 | +4.00 | +6.93 | 0.020 |" in lines
