@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from lovaszseg.data.dataset import LabelDecoder, SegmentationDataset, pad_collate, seed_worker
 from lovaszseg.data.files import Problem, Sample, require_files
+from lovaszseg.data.sampling import EpochSampler, ResumableDataLoader, TrainPosition
 from lovaszseg.data.synthetic.cache import Generator, ensure_generated
 from lovaszseg.data.transforms import EvalPreset, TrainPreset
 
@@ -89,6 +90,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.train_dataset: SegmentationDataset | None = None
         self.val_dataset: SegmentationDataset | None = None
+        self._resume_at: TrainPosition | None = None  # from a checkpoint, for the next loader
 
     # -- what a dataset defines ------------------------------------------------------------------
     def scan_samples(self, split: str) -> tuple[list[Sample], list[Problem]]:
@@ -140,27 +142,64 @@ class SegmentationDataModule(pl.LightningDataModule):
             samples, transform, self.decode_label, self.num_classes, self.ignore_index
         )
 
-    def _loader(self, dataset: SegmentationDataset | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: SegmentationDataset | None, train: bool, **order: Any) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         batch_size = self.batch_size if train else self.val_batch_size
-        return DataLoader(
+        loader = ResumableDataLoader if "sampler" in order else DataLoader
+        # its own generator: a loader's worker seeds then do not draw from torch's global one,
+        # whose draws (dropout) a checkpoint carries (lovaszseg.callbacks.random_state)
+        return loader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
             drop_last=train and len(dataset) >= batch_size,  # no size-1 batch for BatchNorm
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
             worker_init_fn=seed_worker,
             collate_fn=functools.partial(pad_collate, ignore_index=self.ignore_index),
+            generator=torch.Generator().manual_seed(torch.initial_seed()),
+            **order,
         )
 
     def train_dataloader(self) -> DataLoader:
-        if self.train_dataset is not None and self.num_workers == 0:
-            # workers reseed themselves; in-process augmentation follows torch's (seeded) RNG
-            self.train_dataset.transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
-        return self._loader(self.train_dataset, train=True)
+        """Batches in an order drawn from (torch's seed, epoch), each sample with its own
+        augmentation seed, so a run resumes mid-epoch exactly (``lovaszseg.data.sampling``).
+        Multi-process (DDP) runs keep Lightning's DistributedSampler instead."""
+        if self.train_dataset is None or self._distributed():
+            if self.train_dataset is not None and self.num_workers == 0:
+                # workers reseed themselves; in-process augmentation follows torch's (seeded) RNG
+                self.train_dataset.transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
+            return self._loader(self.train_dataset, train=True, shuffle=True)
+        position, self._resume_at = self._resume_at, None
+        if position is None:
+            position = TrainPosition(self.trainer.current_epoch if self.trainer else 0)
+        sampler = EpochSampler(
+            len(self.train_dataset),
+            seed=torch.initial_seed(),
+            epoch=position.epoch,
+            start=min(position.batches * self.batch_size, len(self.train_dataset)),
+        )
+        return self._loader(self.train_dataset, train=True, sampler=sampler)
+
+    def _distributed(self) -> bool:
+        return self.trainer is not None and self.trainer.world_size > 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training position, saved in every checkpoint Lightning writes during fit."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit" or self._distributed():
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # the epoch's last batch: the next one starts
+            return {"train_position": {"epoch": trainer.current_epoch + 1, "batches": 0}}
+        return {"train_position": {"epoch": trainer.current_epoch, "batches": done}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the data where the checkpoint left it (Lightning calls this before it asks for
+        any loader)."""
+        if "train_position" in state_dict:
+            self._resume_at = TrainPosition.from_state(state_dict["train_position"])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, train=False)

@@ -64,7 +64,11 @@ class SegmentationDataset(Dataset):
             raise ValueError(problems[0])
         return image, label
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: an index, or (index, augmentation seed) from an ``EpochSampler``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None and hasattr(self.transform, "reseed"):
+            self.transform.reseed(seed)
         image, label = self.load(index)
         out = self.transform(image=image, mask=label)
         return {"image": out["image"], "mask": out["mask"].long(), "name": self.samples[index].name}

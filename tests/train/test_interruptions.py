@@ -76,3 +76,34 @@ def test_sigterm_saves_last_checkpoint_marks_interrupted_and_the_resume_complete
     assert epochs_with(rows, "train/loss") == [0, 1, 2]
     steps = [int(r["step"]) for r in rows if r["val/mIoU"]]
     assert steps == [3, 7, 11]  # 4 steps an epoch, none repeated or skipped across the resume
+
+
+def test_a_run_stopped_mid_epoch_and_resumed_ends_where_the_unstopped_run_ends(
+    data_dir, run_entry, tmp_path
+):
+    overrides = ["trainer.max_epochs=3", "trainer.limit_train_batches=4"]
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    proc = start_training(data_dir, stopped, *overrides)
+    assert signal_after_epoch(proc, stopped, 0, signal.SIGTERM) == 128 + signal.SIGTERM
+    (run,) = run_dirs(stopped)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert 4 < saved["global_step"] < 8, "the SIGTERM checkpoint must fall inside epoch 1"
+    position = saved["DeepGlobeRoadDataModule"]["train_position"]
+    assert position == {"epoch": 1, "batches": saved["global_step"] - 4}
+
+    resumed = run_entry("lovaszseg.train", *overrides, f"hydra.run.dir={run}", "ckpt_path=last")
+    assert "not resumable" not in resumed.stderr  # Lightning's mid-epoch warning
+    run_entry("lovaszseg.train", *overrides, f"hydra.run.dir={tmp_path / 'straight'}")
+
+    def scores(folder):
+        return [(r["epoch"], r["val/mIoU"]) for r in metric_rows(folder) if r["val/mIoU"]]
+
+    assert scores(run) == scores(tmp_path / "straight")
+    weights = [
+        torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for folder in (run, tmp_path / "straight")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    differ = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    assert not differ, f"{len(differ)} tensors differ after the resume, e.g. {differ[:3]}"
