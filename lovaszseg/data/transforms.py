@@ -7,6 +7,7 @@ grid or the normalisation from the command line. Both return `{"image": float32 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import albumentations as A
@@ -36,8 +37,13 @@ class _Preset:
         return self.pipeline(image=image, mask=mask)
 
     def reseed(self, seed: int) -> None:
-        """Give this copy its own random stream (forked workers otherwise share one)."""
-        self.pipeline.set_random_seed(seed)
+        """Give this copy its own random stream (forked workers otherwise share one).
+
+        One stream that every transform draws from in turn. albumentations' ``set_random_seed``
+        gives each transform its own copy of the same stream instead, so their n-th draws are
+        equal: reseeded per sample, a flip then came with a crop near the top (correlation
+        -0.87), and it costs 13 times as much (370 µs against 28)."""
+        self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 class TrainPreset(_Preset):

@@ -64,6 +64,24 @@ def test_reseeding_reproduces_the_same_augmentation():
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
+def test_reseeded_per_sample_the_flip_and_the_crop_position_are_independent():
+    # a mask holding each pixel's column, then its row: the output's first row tells whether it
+    # was flipped, the first column where the crop starts
+    preset = TrainPreset(crop_size=64, scale_min=1.0, scale_max=1.0, scale_step=0.0)
+    columns = np.tile(np.arange(200, dtype=np.uint8) % 250, (200, 1))
+    image = np.zeros((200, 200, 3), np.uint8)
+    flips, tops = [], []
+    for seed in range(300):
+        preset.reseed(seed)
+        row = preset(image=image, mask=columns)["mask"][0]
+        preset.reseed(seed)
+        tops.append(float(preset(image=image, mask=columns.T.copy())["mask"][0, 0]))
+        flips.append(float(row[0] > row[-1]))
+    assert 0.4 < np.mean(flips) < 0.6
+    # each transform with its own copy of one stream gave -0.87
+    assert abs(np.corrcoef(flips, tops)[0, 1]) < 0.2
+
+
 def test_eval_preset_pads_to_size_only_without_resizing():
     out = EvalPreset(pad_to=64)(
         image=np.zeros((50, 70, 3), np.uint8), mask=np.zeros((50, 70), np.uint8)
