@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # A usage-mode study at a plateau, on CPU, in the paper's and PaddleSeg's finetune design:
 #   phase 1: the baseline (bce / ce) trained to its plateau once per seed;
-#   phase 2: each mode continued from its seed's baseline for the same number of steps
-#            (baseline -> baseline is the control that gets the same extra steps);
+#   phase 2, the restart arm: each mode continued from its seed's baseline for the same number
+#            of steps with a fresh optimizer (baseline -> baseline is the control that gets the
+#            same extra steps);
+#   phase 3, the continued arm: each mode resumes its seed's baseline from the branch checkpoint
+#            a phase-2 length before its end (the optimizer's state, the tail of its schedule):
+#            only the loss changes, and baseline -> baseline is the baseline's own ending;
 # then both reports into experiments/{roads|voc}_modes/ (phase 2) and .../baseline/ (phase 1).
 #   bash experiments/run_plateau.sh {roads|voc} [train overrides for both phases...]
 # SEEDS=1,2,3 by default; REPORT_ONLY=1 only copies the runs so far and reports them. Rerunning the same command resumes: finished runs are skipped and a
@@ -44,16 +48,28 @@ for seed in "${seed_list[@]}"; do
     auto_resume=true hydra.sweep.dir="$sweeps/modes/seed$seed" 'hydra.sweep.subdir=${hydra.job.num}' \
     init_from="$sweeps/baseline/seed$seed/checkpoints/last.ckpt" "$@"
 done
+# Phase 3: per seed, one job per mode in <sweeps>/continued/seed<N>/<job>. A killed job starts
+# its tail again from the branch checkpoint (ckpt_path wins over auto_resume).
+for seed in "${seed_list[@]}"; do
+  finished "$sweeps/continued/seed$seed"/{0,1,2,3}/results.json && continue
+  "$python" -m lovaszseg.train -m experiment="${study}_plateau_continued" seed="$seed" \
+    hydra.sweep.dir="$sweeps/continued/seed$seed" 'hydra.sweep.subdir=${hydra.job.num}' \
+    ckpt_path="$sweeps/baseline/seed$seed/checkpoints/branch.ckpt" "$@"
+done
 fi
 
 # Keep each run's light files (metrics, results, Hydra config) beside the reports, so that they
 # can be remade from the repository alone; checkpoints stay in the sweep dirs.
 rm -rf "$out/runs"
-for job in "$sweeps"/baseline/seed*/ "$sweeps"/modes/seed*/[0-9]*/; do
+for job in "$sweeps"/baseline/seed*/ "$sweeps"/{modes,continued}/seed*/[0-9]*/; do
+  [ -f "$job/results.json" ] || continue
   dest="$out/runs/${job#"$sweeps"/}"
   mkdir -p "$dest"
   cp -r "$job/metrics.csv" "$job/results.json" "$job/.hydra" "$dest/"
 done
-mkdir -p "$out/baseline"
+mkdir -p "$out/baseline" "$out/continued"
 "$python" -m lovaszseg.report "$out/runs/baseline" --baseline "$baseline" --out "$out/baseline"
 "$python" -m lovaszseg.report "$out/runs/modes" --baseline "$baseline → $baseline" --out "$out"
+if [ -d "$out/runs/continued" ]; then
+  "$python" -m lovaszseg.report "$out/runs/continued" --baseline "$baseline → $baseline" --out "$out/continued"
+fi
