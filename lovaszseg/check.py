@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 from rich.console import Console
 
+from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.data.validation import check_dataset, print_report
-from lovaszseg.resolvers import register_resolvers
 
 register_resolvers()
 

@@ -16,12 +16,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lovaszseg.atomic import write_json_atomic
 from lovaszseg.callbacks.predictions import PredictionWriter
-from lovaszseg.iou_table import print_iou_table
-from lovaszseg.job import group_choices
+from lovaszseg.config.job import group_choices
+from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.module import SegmentationModule, load_checkpoint
-from lovaszseg.resolvers import register_resolvers
+from lovaszseg.runs.atomic import write_json_atomic
+from lovaszseg.runs.iou_table import print_iou_table
 
 log = logging.getLogger(__name__)
 register_resolvers()

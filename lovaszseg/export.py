@@ -18,9 +18,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lovaszseg.inference import pad_to_multiple
+from lovaszseg.config.resolvers import register_resolvers
+from lovaszseg.inference.tiling import pad_to_multiple
 from lovaszseg.module import SegmentationModule, load_checkpoint
-from lovaszseg.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()

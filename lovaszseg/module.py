@@ -18,8 +18,8 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from lovaszseg.inference import pad_to_multiple
-from lovaszseg.models import without_download
+from lovaszseg.inference.tiling import pad_to_multiple
+from lovaszseg.models.factory import without_download
 from lovaszseg.objectives.compose import TASKS, CompositeLoss
 
 CHECKPOINT_KEY = "lovaszseg"

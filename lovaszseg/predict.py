@@ -20,11 +20,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import track
 
+from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.data.files import read_image
-from lovaszseg.inference import tiled_logits
+from lovaszseg.inference.overlay import draw_labels, save_label_png, save_rgb_png
+from lovaszseg.inference.tiling import tiled_logits
 from lovaszseg.module import SegmentationModule, load_checkpoint
-from lovaszseg.overlay import draw_labels, save_label_png, save_rgb_png
-from lovaszseg.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()

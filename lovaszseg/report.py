@@ -15,7 +15,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lovaszseg.atomic import write_text_atomic
 from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.document import render_markdown, subject
 from lovaszseg.reporting.export import report_to_dict
@@ -31,6 +30,7 @@ from lovaszseg.reporting.table import (
     ranking_table,
     to_rich,
 )
+from lovaszseg.runs.atomic import write_text_atomic
 
 FIGURE_NAME = "miou_per_epoch.png"
 

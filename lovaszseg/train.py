@@ -25,14 +25,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lovaszseg.callbacks.precise_bn import batchnorm_layers
 from lovaszseg.callbacks.results import ResultsWriter, read_results
-from lovaszseg.config_types import check_config_types
-from lovaszseg.iou_table import print_iou_table
-from lovaszseg.job import group_choices, in_multirun
+from lovaszseg.config.job import group_choices, in_multirun
+from lovaszseg.config.relaunch import relaunches_script
+from lovaszseg.config.resolvers import register_resolvers
+from lovaszseg.config.types import check_config_types
 from lovaszseg.module import SegmentationModule, load_checkpoint, output_channels
 from lovaszseg.objectives.compose import CompositeLoss
-from lovaszseg.relaunch import relaunches_script
 from lovaszseg.reporting.grouping import loss_of_checkpoint
-from lovaszseg.resolvers import register_resolvers
+from lovaszseg.runs.iou_table import print_iou_table
 
 log = logging.getLogger(__name__)
 register_resolvers()

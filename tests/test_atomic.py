@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from lovaszseg.atomic import (
+from lovaszseg.runs.atomic import (
     atomic_path,
     replace_folder,
     staging_folder,

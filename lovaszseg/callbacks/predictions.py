@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lovaszseg.overlay import denormalise, panel, save_label_png, save_rgb_png
+from lovaszseg.inference.overlay import denormalise, panel, save_label_png, save_rgb_png
 
 
 class PredictionWriter(pl.Callback):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lovaszseg.atomic import write_json_atomic
+from lovaszseg.runs.atomic import write_json_atomic
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from types import FrameType
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lovaszseg.atomic import atomic_path
+from lovaszseg.runs.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from lovaszseg.atomic import replace_folder, staging_folder
+from lovaszseg.runs.atomic import replace_folder, staging_folder
 
 MARKER = ".lovaszseg-download.json"
 CHUNK = 1 << 20

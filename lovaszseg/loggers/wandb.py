@@ -15,8 +15,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.loggers import WandbLogger
 
-from lovaszseg.job import group_choices, in_multirun
-from lovaszseg.resolvers import job_dirname
+from lovaszseg.config.job import group_choices, in_multirun
+from lovaszseg.config.resolvers import job_dirname
 
 
 def run_identity(unnamed: str | None) -> tuple[str | None, str | None]:

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from lovaszseg.atomic import atomic_path
 from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, last_third_start
+from lovaszseg.runs.atomic import atomic_path
 
 PANEL_SIZE = (7.0, 4.8)
 LEGEND_WIDTH = 3.0

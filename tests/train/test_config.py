@@ -13,9 +13,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lovaszseg.config_types import check_config_types
+from lovaszseg.config.resolvers import register_resolvers
+from lovaszseg.config.types import check_config_types
 from lovaszseg.objectives.compose import CompositeLoss
-from lovaszseg.resolvers import register_resolvers
 from lovaszseg.train import (
     check_batchnorm_batch,
     check_loss_fits_data,

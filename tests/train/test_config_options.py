@@ -18,8 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lovaszseg.config_types import check_config_types
-from lovaszseg.resolvers import register_resolvers
+from lovaszseg.config.resolvers import register_resolvers
+from lovaszseg.config.types import check_config_types
 
 register_resolvers()
 

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from lovaszseg.resolvers import job_dirname
+from lovaszseg.config.resolvers import job_dirname
 from lovaszseg.train import build_module
 from tests.train.entry import metric_rows, results, run_dirs, sweep_jobs
 from tests.train.test_config import LOSSES, compose_train

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lovaszseg.inference import tile_starts, tiled_logits
+from lovaszseg.inference.tiling import tile_starts, tiled_logits
 from lovaszseg.module import SegmentationModule, load_checkpoint
 from tests.train.entry import FAST
 

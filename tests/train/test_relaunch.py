@@ -1,4 +1,4 @@
-"""What lovaszseg.relaunch relies on in Lightning's private launcher, pinned: ``ddp`` re-executes
+"""What lovaszseg.config.relaunch relies on in Lightning's private launcher, pinned: ``ddp`` re-executes
 the command line unless the cluster (SLURM's srun) has started the ranks, ``ddp_spawn`` never
 does. A Lightning upgrade that changes either fails here, not deep inside a sweep."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from lovaszseg.relaunch import relaunches_script
+from lovaszseg.config.relaunch import relaunches_script
 
 
 def test_ddp_relaunches_the_script_except_where_slurm_started_the_ranks(monkeypatch):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lovaszseg.atomic import replace_folder, staging_folder, write_text_atomic
+from lovaszseg.runs.atomic import replace_folder, staging_folder, write_text_atomic
 
 log = logging.getLogger(__name__)
 

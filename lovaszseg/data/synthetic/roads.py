@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from lovaszseg.atomic import write_text_atomic
 from lovaszseg.data.synthetic.cache import Generator
 from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
 from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
+from lovaszseg.runs.atomic import write_text_atomic
 
 WIDTH_SUFFIX = "_width.png"
 """Beside ``<stem>_mask.png``: the width of the nearest road per pixel, in px."""

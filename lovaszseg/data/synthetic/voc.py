@@ -16,11 +16,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lovaszseg.atomic import write_text_atomic
 from lovaszseg.data.synthetic.cache import Generator
 from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
 from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
 from lovaszseg.data.voc_classes import VOC_CLASSES, voc_palette
+from lovaszseg.runs.atomic import write_text_atomic
 
 VOC_PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
