@@ -17,19 +17,11 @@ from rich.console import Console
 
 from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.document import render_markdown, subject
-from lovaszseg.reporting.export import report_to_dict
 from lovaszseg.reporting.optuna import Search, find_searches, render_searches, searches_to_dicts
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
-from lovaszseg.reporting.table import (
-    incomplete_table,
-    paired_table,
-    per_class_delta_table,
-    per_class_paired_table,
-    per_class_table,
-    ranking_table,
-    to_rich,
-)
+from lovaszseg.reporting.table import incomplete_table, panel_tables, to_rich
+from lovaszseg.runs import contract
 from lovaszseg.runs.atomic import write_text_atomic
 
 FIGURE_NAME = "miou_per_epoch.png"
@@ -57,9 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--metric",
-        default="val/mIoU",
+        default=contract.VAL_MIOU,
         metavar="NAME",
-        help="metrics.csv column to rank by, higher is better (default: val/mIoU)",
+        help=f"metrics.csv column to rank by, higher is better (default: {contract.VAL_MIOU})",
     )
     parser.add_argument(
         "--by",
@@ -84,7 +76,7 @@ def build_report(args: argparse.Namespace) -> tuple[Report, list[Search]]:
     searches = find_searches(args.dirs)
     markdown = render_markdown(report, args.dirs, FIGURE_NAME) + render_searches(searches)
     write_text_atomic(out / "report.md", markdown)
-    exported = report_to_dict(report)
+    exported = dict(report.summary)
     if searches:
         exported["optuna"] = searches_to_dicts(searches)
     write_text_atomic(out / "report.json", json.dumps(exported, indent=2) + "\n")
@@ -99,15 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"lovaszseg.report: error: {err}", file=sys.stderr)
         return 2
-    for panel in report.panels:
-        tables = (ranking_table(panel, report.metric), per_class_table(panel))
-        more = (per_class_delta_table(panel), paired_table(panel, report.metric))
-        for table in (*tables, *more, per_class_paired_table(panel)):
-            if table is not None:
-                console.print(*to_rich(table, console.width))
-        for note in panel.notes:
+    for panel, heading in zip(report.panels, report.headings, strict=True):
+        for table in panel_tables(panel, heading, report.metric):
+            console.print(*to_rich(table, console.width))
+        for note in panel["notes"]:
             console.print(f"[yellow]note:[/] {note}")
-    if report.incomplete:
+    if report.summary["incomplete_runs"]:
         console.print(*to_rich(incomplete_table(report), console.width))
     for search in searches:
         console.print(

@@ -4,243 +4,110 @@ Honest statistics with few seeds: the standard deviation is the sample one (ddof
 ``None`` — shown as n/a — for a single run, never 0; the difference to the baseline is also
 given in units of the pooled seed standard deviation, so a +0.3 gain is read against noise.
 Incomplete runs are listed but left out of the statistics unless asked for. Per-class IoU gets
-the same Δ and Δ/σ, since what an IoU loss changes may show in some classes only (thin roads, small
-objects); and each group says how much its best score still rose over the last third of its
-epochs, the evidence that it reached its plateau. Runs of the same seed are also compared in
-pairs (`Paired`): where every mode continues from its seed's baseline checkpoint, the spread
-between seeds is shared by a mode and its control and cancels in their difference.
+the same Δ and Δ/σ, since what an IoU loss changes may show in some classes only (thin roads,
+small objects); and each group says how much its best score still rose over the last third of
+its epochs, the evidence that it reached its plateau. Runs of the same seed are also compared in
+pairs (a pivot by seed): where every mode continues from its seed's baseline checkpoint, the
+spread between seeds is shared by a mode and its control and cancels in their difference.
+
+The report is held as the dictionary ``report.json`` is written from. Means and spreads are
+summed with ``math.fsum`` (correctly rounded, so independent of the order the runs were found
+in), which also keeps the committed studies' reports reproducible to the last bit.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
+from typing import Any
 
-from lovaszseg.reporting.grouping import loss_labels, setting_caveats, setting_value
+import pandas as pd
+from scipy import stats
+
+from lovaszseg.reporting.grouping import loss_labels, pools, setting_caveats, setting_value
 from lovaszseg.reporting.runs import Run
-
-IOU_PREFIX = "val/IoU_"
-"""Per-class IoU columns of metrics.csv; any other ``val/IoU_<name>`` (``road_thin``) rides along."""
+from lovaszseg.runs import contract
 
 AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
 """Baseline per task when none is named: the plain cross-entropy PaddleSeg compares against."""
 
+SPREADS = ("best_epoch", "epochs", "wall_time_s")
+"""Per-run columns summarised per group besides the score, the classes and the plateau gain."""
 
-@dataclass(frozen=True)
-class Spread:
-    """Mean and spread of one quantity over seeds; ``std`` is None for fewer than two values."""
 
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return math.fsum(self.values) / self.n
+@dataclass
+class Report:
+    summary: dict[str, Any]
+    """What report.json holds: metric, by, panels (their groups and runs), incomplete_runs."""
+    headings: list[str | None]
+    """Each panel's title suffix (``data.difficulty=hard``); None for one unsplit panel."""
+    runs: dict[str, Run]
+    """Every run by its path, for the curves the figure draws."""
 
     @property
-    def std(self) -> float | None:
-        if self.n < 2:
-            return None
-        mean = self.mean
-        return math.sqrt(math.fsum((v - mean) ** 2 for v in self.values) / (self.n - 1))
+    def metric(self) -> str:
+        return self.summary["metric"]
 
     @property
-    def min(self) -> float:
-        return min(self.values)
-
-    @property
-    def max(self) -> float:
-        return max(self.values)
+    def panels(self) -> list[dict[str, Any]]:
+        return self.summary["panels"]
 
 
-def spread(values: Iterable[float | None]) -> Spread | None:
-    """Spread of the values that exist; None when there are none."""
-    present = tuple(v for v in values if v is not None)
-    return Spread(present) if present else None
+def sample_std(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = fmean(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-@dataclass(frozen=True)
-class Paired:
-    """A group's differences to the baseline's run of the same seed, and their paired t-test.
+def spread(values: pd.Series) -> dict[str, Any] | None:
+    """n, mean, sample std, min, max and the values that exist; None when none does."""
+    present = values.dropna().tolist()
+    if not present:
+        return None
+    mean, std = fmean(present), sample_std(present)
+    return {"n": len(present), "mean": mean, "std": std, "min": min(present),
+            "max": max(present), "values": present}  # fmt: skip
 
-    ``t`` and ``p`` (two-sided) are None below two pairs or when the differences do not vary.
-    """
 
-    seeds: tuple[int, ...]
-    deltas: tuple[float, ...]
+def pooled_std(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Pooled sample standard deviation of two spreads; None without a degree of freedom."""
+    dof = a["n"] + b["n"] - 2
+    if dof < 1:
+        return None
+    squares = sum((s["n"] - 1) * s["std"] ** 2 for s in (a, b) if s["std"] is not None)
+    return math.sqrt(squares / dof)
 
-    @property
-    def n(self) -> int:
-        return len(self.deltas)
 
-    @property
-    def mean(self) -> float:
-        return Spread(self.deltas).mean
+def difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | None]:
+    """Δ of the means, raw and in pooled seed standard deviations (None without spread)."""
+    delta = a["mean"] - b["mean"]
+    pooled = pooled_std(a, b)
+    return delta, (delta / pooled if pooled else None)
 
-    @property
-    def t(self) -> float | None:
-        std = Spread(self.deltas).std
-        return self.mean / (std / math.sqrt(self.n)) if std else None
 
-    @property
-    def p(self) -> float | None:
-        t = self.t
-        if t is None:
-            return None
-        from scipy.stats import t as student_t  # scipy.stats takes ~0.5 s to import
-
-        return float(2.0 * student_t.sf(abs(t), self.n - 1))
+def paired_test(deltas: pd.Series) -> dict[str, Any] | None:
+    """Per-seed differences (indexed by seed), their mean and the paired t-test: ``t`` and the
+    two-sided ``p`` are None below two pairs or when the differences do not vary."""
+    deltas = deltas.dropna()
+    if deltas.empty:
+        return None
+    values, n = deltas.tolist(), len(deltas)
+    mean, std = fmean(values), sample_std(values)
+    t = mean / (std / math.sqrt(n)) if std else None
+    p = None if t is None else float(2.0 * stats.t.sf(abs(t), n - 1))
+    seeds = [int(seed) for seed in deltas.index]
+    return {"n": n, "seeds": seeds, "deltas": values, "mean": mean, "t": t, "p": p}
 
 
 def critical_t(pairs: int, alpha: float = 0.05) -> float:
     """The |t| a paired t-test over ``pairs`` seeds must pass for two-sided p < ``alpha``."""
     if pairs < 2:
         raise ValueError(f"critical_t needs at least 2 pairs, got {pairs}")
-    from scipy.stats import t as student_t
-
-    return float(student_t.isf(alpha / 2.0, pairs - 1))
-
-
-def pair_by_seed(
-    scores: Sequence[RunScore],
-    baseline: Sequence[RunScore],
-    value: Callable[[RunScore], float | None],
-) -> Paired | None:
-    """``value`` of each run minus that of the baseline's run with the same seed; seeds that
-    are missing, repeated (not independent) or unknown on either side are left out."""
-    own, base = _one_per_seed(scores), _one_per_seed(baseline)
-    pairs = [
-        (seed, a - b)
-        for seed in sorted(own.keys() & base.keys())
-        if (a := value(own[seed])) is not None and (b := value(base[seed])) is not None
-    ]
-    if not pairs:
-        return None
-    seeds, deltas = zip(*pairs, strict=True)
-    return Paired(seeds, deltas)
-
-
-def _one_per_seed(scores: Sequence[RunScore]) -> dict[int, RunScore]:
-    counts = Counter(s.run.seed for s in scores)
-    return {s.run.seed: s for s in scores if s.run.seed is not None and counts[s.run.seed] == 1}
-
-
-@dataclass(frozen=True)
-class RunScore:
-    """A run's best value of the metric, the epoch it came at, and the per-class IoU there."""
-
-    run: Run
-    best: float | None
-    best_epoch: int | None
-    per_class: dict[str, float]
-    epochs: int | None
-    last_third_gain: float | None = None
-    """Best score over all epochs minus the best before the last third (None: < 3 epochs)."""
-
-    @property
-    def counted(self) -> bool:
-        return self.best is not None
-
-
-@dataclass
-class GroupSummary:
-    label: str
-    scores: list[RunScore]
-    """Runs whose numbers enter the statistics."""
-    left_out: list[RunScore]
-    """Incomplete runs, listed but not counted."""
-    best: Spread | None = None
-    per_class: dict[str, Spread] = field(default_factory=dict)
-    per_class_delta: dict[str, tuple[float, float | None]] = field(default_factory=dict)
-    """Per class: Δ of the mean IoU to the baseline's, and Δ in pooled seed std (None: no dof)."""
-    paired: Paired | None = None
-    """The best score's differences to the baseline's run of the same seed."""
-    paired_per_class: dict[str, Paired] = field(default_factory=dict)
-    last_third_gain: Spread | None = None
-    best_epoch: Spread | None = None
-    epochs: Spread | None = None
-    wall_time_s: Spread | None = None
-    delta: float | None = None
-    delta_in_std: float | None = None
-    is_baseline: bool = False
-
-    @property
-    def seeds(self) -> list[int | None]:
-        return [s.run.seed for s in self.scores]
-
-
-@dataclass
-class Panel:
-    """The groups ranked against each other: all runs, or those sharing one ``--by`` value."""
-
-    by_value: str | None
-    heading: str | None
-    """``KEY=value`` of the panel's ``--by`` setting, for titles; None without ``--by``."""
-    groups: list[GroupSummary]
-    class_names: tuple[str, ...]
-    baseline: str | None
-    notes: list[str]
-    data: list[str]
-    model: list[str]
-
-
-@dataclass
-class Report:
-    metric: str
-    by: str | None
-    panels: list[Panel]
-    incomplete: list[Run]
-
-
-def score_run(run: Run, metric: str) -> RunScore:
-    """Best value of ``metric`` over the run's epochs (higher is better).
-
-    The curve in metrics.csv is the source, so every run — finished or not — is scored the same
-    way; results.json's ``best`` stands in when metrics.csv is missing.
-    """
-    curve = run.curves.get(metric, {})
-    epochs = _int_or_none((run.results or {}).get("epochs"))
-    if curve:
-        best_epoch = max(curve, key=lambda e: (curve[e], -e))
-        per_class = {
-            name: run.curves[f"{IOU_PREFIX}{name}"][best_epoch]
-            for name in iou_names(run)
-            if best_epoch in run.curves.get(f"{IOU_PREFIX}{name}", {})
-        }
-        return RunScore(
-            run,
-            curve[best_epoch],
-            best_epoch,
-            per_class,
-            epochs or max(curve) + 1,
-            last_third_gain(curve),
-        )
-    best = (run.results or {}).get("best") or {}
-    value = best.get(metric)
-    per_class = best.get("per_class_iou") if metric == "val/mIoU" else None
-    return RunScore(
-        run,
-        float(value) if value is not None else None,
-        _int_or_none(best.get("epoch")),
-        {str(k): float(v) for k, v in (per_class or {}).items() if v is not None},
-        epochs,
-    )
-
-
-def iou_names(run: Run) -> tuple[str, ...]:
-    """The run's classes, then any other IoU it logged (``road_thin``, ``road_wide``)."""
-    extra = sorted(
-        name.removeprefix(IOU_PREFIX)
-        for name in run.curves
-        if name.startswith(IOU_PREFIX) and name.removeprefix(IOU_PREFIX) not in run.class_names
-    )
-    return (*run.class_names, *extra)
+    return float(stats.t.isf(alpha / 2.0, pairs - 1))
 
 
 def last_third_start(epochs: Sequence[int]) -> int | None:
@@ -258,35 +125,200 @@ def last_third_gain(curve: dict[int, float]) -> float | None:
     return max(curve.values()) - max(curve[e] for e in epochs[:start])
 
 
+def iou_names(run: Run) -> tuple[str, ...]:
+    """The run's classes, then any other IoU it logged (``road_thin``, ``road_wide``)."""
+    logged = (contract.class_of_iou_key(key) for key in run.curves)
+    return (*run.class_names, *sorted(n for n in logged if n and n not in run.class_names))
+
+
+def score_run(run: Run, metric: str) -> dict[str, Any]:
+    """The run's best value of ``metric`` (higher is better), its epoch, the per-class IoU there.
+
+    The curve in metrics.csv is the source, so every run — finished or not — is scored the same
+    way; results.json's ``best`` stands in when metrics.csv is missing.
+    """
+    record = {"path": str(run.path), "loss": run.loss, "seed": run.seed, "status": run.status}
+    curve = run.curves.get(metric, {})
+    planned = _int_or_none((run.results or {}).get("epochs"))
+    if curve:
+        epoch = max(curve, key=lambda e: (curve[e], -e))
+        iou = {n: c[epoch] for n in iou_names(run)
+               if epoch in (c := run.curves.get(contract.class_iou_key(n), {}))}  # fmt: skip
+        return record | {"best": curve[epoch], "best_epoch": epoch, "per_class_iou": iou,
+                         "epochs": planned or max(curve) + 1,
+                         "last_third_gain": last_third_gain(curve)}  # fmt: skip
+    best = (run.results or {}).get(contract.BEST) or {}
+    value = best.get(metric)
+    iou = best.get(contract.PER_CLASS_IOU) if metric == contract.VAL_MIOU else None
+    return record | {
+        "best": float(value) if value is not None else None,
+        "best_epoch": _int_or_none(best.get(contract.EPOCH)),
+        "per_class_iou": {str(k): float(v) for k, v in (iou or {}).items() if v is not None},
+        "epochs": planned,
+        "last_third_gain": None,
+    }
+
+
 def summarise(
     runs: Sequence[Run],
-    metric: str = "val/mIoU",
+    metric: str = contract.VAL_MIOU,
     baseline: str | None = None,
     by: str | None = None,
     include_incomplete: bool = False,
 ) -> Report:
-    """Score, group, rank and compare ``runs``; raises ValueError for an unknown baseline."""
+    """Score, group, rank and compare ``runs``; raises ValueError for an unknown baseline.
+
+    Runs of different data or of different metric definitions (task, classes) are never pooled:
+    they form panels of their own, as ``--by`` values do.
+    """
     if not runs:
         raise ValueError("no runs to report on")
     _check_metric_logged(runs, metric)
-    labels = loss_labels(runs)
-    panels_runs: dict[str | None, list[Run]] = defaultdict(list)
+    labels, pool = loss_labels(runs), pools(runs)
+    keyed: dict[tuple[str, str | None], list[Run]] = {}
     for run in runs:
-        panels_runs[setting_value(run, by) if by else None].append(run)
-    panels = [
-        _panel(value, members, labels, metric, baseline, by, include_incomplete)
-        for value, members in sorted(panels_runs.items(), key=lambda item: str(item[0]))
-    ]
-    known = sorted({g.label for p in panels for g in p.groups})
+        keyed.setdefault((pool[run.path] or "", setting_value(run, by) if by else None), [])
+        keyed[pool[run.path] or "", setting_value(run, by) if by else None].append(run)
+    panels, headings = [], []
+    for (apart, value), members in sorted(keyed.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        parts = [p for p in (apart, f"{by}={value}" if by else "") if p]
+        headings.append(" · ".join(parts) or None)
+        by_value = value if not apart else " · ".join(p for p in (apart, value) if p)
+        frame = _scores(members, labels, metric, include_incomplete)
+        panels.append(_panel(by_value, members, frame, baseline, by))
+    known = sorted({g["label"] for p in panels for g in p["groups"]})
     if baseline is not None and baseline not in known:
         raise ValueError(f"--baseline {baseline!r}: no such loss group; the groups are {known}")
-    return Report(metric, by, panels, [r for r in runs if not r.complete])
+    incomplete = [str(r.path) for r in runs if not r.complete]
+    summary = {"metric": metric, "by": by, "panels": panels, "incomplete_runs": incomplete}
+    return Report(summary, headings, {str(r.path): r for r in runs})
+
+
+def _scores(
+    runs: list[Run], labels: dict[Path, str], metric: str, include_incomplete: bool
+) -> pd.DataFrame:
+    """One row per run: its score record, group label, task, wall time, and per-class IoU as
+    ``iou:<class>`` columns (for the pivot by seed)."""
+    records = [
+        score_run(run, metric)
+        | {"label": labels[run.path], "task": run.task, "wall_time_s": _wall_time(run)}
+        for run in runs
+    ]
+    frame = pd.DataFrame(records, dtype=object)
+    finished = frame["status"].eq(contract.COMPLETED) | include_incomplete
+    frame["counted"] = frame["best"].notna() & finished
+    iou = pd.DataFrame(frame["per_class_iou"].tolist(), index=frame.index, dtype=object)
+    return frame.join(iou.add_prefix("iou:"))
+
+
+def _panel(
+    by_value: str | None, runs: list[Run], frame: pd.DataFrame, baseline: str | None, by: str | None
+) -> dict[str, Any]:
+    groups = [_group(label, members) for label, members in frame.groupby("label", sort=False)]
+    groups.sort(
+        key=lambda g: (g["best"] is None, -(g["best"] or {"mean": 0.0})["mean"], g["label"])
+    )
+    notes = setting_caveats(runs, by) + _duplicate_seed_notes(frame, [g["label"] for g in groups])
+    chosen, baseline_note = _pick_baseline(groups, frame, baseline)
+    notes += [baseline_note] if baseline_note else []
+    if chosen is not None:
+        _compare_to_baseline(groups, chosen, frame[frame["counted"]])
+    for rank, group in enumerate(groups, start=1):
+        group["rank"] = rank if group["best"] else None
+    return {
+        "by_value": by_value,
+        "baseline": chosen["label"] if chosen else None,
+        "data": sorted({r.data for r in runs if r.data}),
+        "model": sorted({r.model for r in runs if r.model}),
+        "class_names": list(dict.fromkeys(n for run in runs for n in iou_names(run))),
+        "notes": notes,
+        "groups": groups,
+    }
+
+
+def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
+    counted = members[members["counted"]]
+    names = dict.fromkeys(name for iou in counted["per_class_iou"] for name in iou)
+    per_class = {n: s for n in names if (s := spread(counted[f"iou:{n}"]))}
+    run_keys = ["path", "loss", "seed", "status", "counted", "best", "best_epoch",
+                "per_class_iou", "epochs", "last_third_gain"]  # fmt: skip
+    runs = pd.concat([counted, members[~members["counted"]]])[run_keys]
+    return {
+        "rank": None,
+        "label": label,
+        "is_baseline": False,
+        "n": len(counted),
+        "n_incomplete_left_out": len(members) - len(counted),
+        "best": spread(counted["best"]),
+        "delta_vs_baseline": None,
+        "delta_in_pooled_std": None,
+        "per_class_iou": per_class,
+        "per_class_delta_vs_baseline": {},
+        "paired_vs_baseline": None,
+        "per_class_paired_vs_baseline": {},
+        "last_third_gain": spread(counted["last_third_gain"]),
+        **{key: spread(counted[key]) for key in SPREADS},
+        "runs": [dict(row, counted=bool(row["counted"])) for row in runs.to_dict("records")],
+    }
+
+
+def _pick_baseline(
+    groups: list[dict[str, Any]], frame: pd.DataFrame, requested: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    by_label = {g["label"]: g for g in groups}
+    name = requested
+    if name is None:
+        tasks = set(frame["task"])
+        name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
+        if name is None:
+            return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
+    if name not in by_label:
+        return None, f"no `{name}` runs here, so there is no Δ to the baseline (name one with --baseline)"  # fmt: skip
+    if by_label[name]["best"] is None:
+        return None, f"`{name}` has no finished runs, so there is no Δ to the baseline"
+    return by_label[name], None
+
+
+def _compare_to_baseline(
+    groups: list[dict[str, Any]], baseline: dict[str, Any], counted: pd.DataFrame
+) -> None:
+    """Δ of each group's mean to the baseline's, raw and in pooled seed standard deviations,
+    and per seed, paired with the baseline's run of that seed (seeds repeated within a group
+    are not independent, and unknown seeds pair with nothing: both are left out)."""
+    baseline["is_baseline"] = True
+    once = counted[counted["seed"].notna() & ~counted.duplicated(["label", "seed"], keep=False)]
+    values = ["best", *(column for column in counted if column.startswith("iou:"))]
+    by_seed = once.pivot(index="seed", columns="label", values=values).astype(float)
+    for group in groups:
+        if group["best"] is None:
+            continue
+        group["delta_vs_baseline"], group["delta_in_pooled_std"] = difference(
+            group["best"], baseline["best"]
+        )
+        group["per_class_delta_vs_baseline"] = {
+            name: dict(zip(("delta", "delta_in_pooled_std"), difference(iou, base), strict=True))
+            for name, iou in group["per_class_iou"].items()
+            if (base := baseline["per_class_iou"].get(name))
+        }
+        if group is baseline:
+            continue
+
+        def paired(column: str, label: str = group["label"]) -> dict[str, Any] | None:
+            table = by_seed[column] if column in by_seed else pd.DataFrame()
+            if label not in table or baseline["label"] not in table:
+                return None
+            return paired_test(table[label] - table[baseline["label"]])
+
+        group["paired_vs_baseline"] = paired("best")
+        group["per_class_paired_vs_baseline"] = {
+            name: test for name in group["per_class_iou"] if (test := paired(f"iou:{name}"))
+        }
 
 
 def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:
     """A misspelt ``--metric`` must fail loudly, not produce a report of n/a."""
     logged = {name for run in runs for name in run.curves}
-    summarised = {k for run in runs for k in ((run.results or {}).get("best") or {})}
+    summarised = {k for run in runs for k in ((run.results or {}).get(contract.BEST) or {})}
     if metric not in logged | summarised:
         where = sorted({str(run.path.parent) for run in runs})[:3]
         raise ValueError(
@@ -295,138 +327,15 @@ def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:
         )
 
 
-def _panel(
-    by_value: str | None,
-    runs: list[Run],
-    labels: dict[Path, str],
-    metric: str,
-    baseline: str | None,
-    by: str | None,
-    include_incomplete: bool,
-) -> Panel:
-    members: dict[str, list[RunScore]] = defaultdict(list)
-    for run in runs:
-        members[labels[run.path]].append(score_run(run, metric))
-    groups = [_group(label, scores, include_incomplete) for label, scores in members.items()]
-    groups.sort(key=lambda g: (g.best is None, -(g.best.mean if g.best else 0.0), g.label))
-    notes = setting_caveats(runs, by)
-    notes += _duplicate_seed_notes(groups)
-    chosen, baseline_note = _pick_baseline(groups, baseline)
-    if baseline_note:
-        notes.append(baseline_note)
-    _compare_to_baseline(groups, chosen)
-    return Panel(
-        by_value=by_value,
-        heading=f"{by}={by_value}" if by else None,
-        groups=groups,
-        class_names=_class_names(runs),
-        baseline=chosen.label if chosen else None,
-        notes=notes,
-        data=sorted({r.data for r in runs if r.data}),
-        model=sorted({r.model for r in runs if r.model}),
-    )
-
-
-def _group(label: str, scores: list[RunScore], include_incomplete: bool) -> GroupSummary:
-    counts = [s.counted and (s.run.complete or include_incomplete) for s in scores]
-    group = GroupSummary(
-        label,
-        scores=[s for s, c in zip(scores, counts, strict=True) if c],
-        left_out=[s for s, c in zip(scores, counts, strict=True) if not c],
-    )
-    counted = group.scores
-    group.best = spread(s.best for s in counted)
-    group.best_epoch = spread(s.best_epoch for s in counted)
-    group.last_third_gain = spread(s.last_third_gain for s in counted)
-    group.epochs = spread(s.epochs for s in counted)
-    group.wall_time_s = spread(_wall_time(s.run) for s in counted)
-    names = dict.fromkeys(name for s in counted for name in s.per_class)
-    group.per_class = {n: sp for n in names if (sp := spread(s.per_class.get(n) for s in counted))}
-    return group
-
-
-def _pick_baseline(
-    groups: list[GroupSummary], requested: str | None
-) -> tuple[GroupSummary | None, str | None]:
-    by_label = {g.label: g for g in groups}
-    if requested is not None:
-        name = requested
-    else:
-        tasks = {s.run.task for g in groups for s in g.scores + g.left_out}
-        name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
-        if name is None:
-            return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
-    if name in by_label:
-        if by_label[name].best is None:
-            return None, f"`{name}` has no finished runs, so there is no Δ to the baseline"
-        return by_label[name], None
-    return (
-        None,
-        f"no `{name}` runs here, so there is no Δ to the baseline (name one with --baseline)",
-    )
-
-
-def _compare_to_baseline(groups: list[GroupSummary], baseline: GroupSummary | None) -> None:
-    """Δ of each group's mean to the baseline's, raw and in pooled seed standard deviations,
-    and per seed, paired with the baseline's run of that seed."""
-    if baseline is None:
-        return
-    baseline.is_baseline = True
-    reference = baseline.best
-    for group in groups:
-        if group.best is None:
-            continue
-        group.delta, group.delta_in_std = difference(group.best, reference)
-        group.per_class_delta = {
-            name: difference(iou, baseline.per_class[name])
-            for name, iou in group.per_class.items()
-            if name in baseline.per_class
-        }
-        if group is baseline:
-            continue
-        group.paired = pair_by_seed(group.scores, baseline.scores, lambda s: s.best)
-        group.paired_per_class = {
-            name: paired
-            for name in group.per_class
-            if (paired := pair_by_seed(group.scores, baseline.scores, _class_iou(name)))
-        }
-
-
-def _class_iou(name: str) -> Callable[[RunScore], float | None]:
-    return lambda score: score.per_class.get(name)
-
-
-def difference(a: Spread, b: Spread) -> tuple[float, float | None]:
-    """Δ of the means, raw and in pooled seed standard deviations (None without spread)."""
-    delta = a.mean - b.mean
-    pooled = pooled_std(a, b)
-    return delta, (delta / pooled if pooled else None)
-
-
-def pooled_std(a: Spread, b: Spread) -> float | None:
-    """Pooled sample standard deviation of two groups; None without a degree of freedom."""
-    dof = a.n + b.n - 2
-    if dof < 1:
-        return None
-    squares = sum((s.n - 1) * s.std**2 for s in (a, b) if s.std is not None)
-    return math.sqrt(squares / dof)
-
-
-def _duplicate_seed_notes(groups: list[GroupSummary]) -> list[str]:
-    notes = []
-    for group in groups:
-        twice = sorted(s for s, n in Counter(group.seeds).items() if n > 1 and s is not None)
-        if twice:
-            notes.append(
-                f"`{group.label}` counts seed(s) {twice} more than once — the same run given "
-                "twice, or repeats that are not independent seeds"
-            )
-    return notes
-
-
-def _class_names(runs: list[Run]) -> tuple[str, ...]:
-    names = dict.fromkeys(name for run in runs for name in iou_names(run))
-    return tuple(names)
+def _duplicate_seed_notes(frame: pd.DataFrame, labels: list[str]) -> list[str]:
+    counted = frame[frame["counted"] & frame["seed"].notna()]
+    twice = counted[counted.duplicated(["label", "seed"])]
+    return [
+        f"`{label}` counts seed(s) {sorted(set(seeds))} more than once — the same run given "
+        "twice, or repeats that are not independent seeds"
+        for label in labels
+        if len(seeds := twice.loc[twice["label"] == label, "seed"])
+    ]
 
 
 def _wall_time(run: Run) -> float | None:

@@ -3,15 +3,16 @@
 Runs are grouped by loss configuration: the ``loss`` group choice, refined by the loss settings
 whenever runs with the same choice were given different ones (weights from the command line or
 an experiment file), so that ``lovasz_hinge_bce`` at 0.5/0.5 and at 0.3/0.7 never merge into one
-mean. ``--by KEY`` splits runs into panels by another setting (easy vs hard data), each ranked
-on its own. Any other setting that differs inside a panel is reported, never silently averaged.
+mean. Runs of different data, or scored by a different definition of the metric (another task
+or class list), are never pooled: they form panels of their own. ``--by KEY`` splits runs into
+panels by another setting (easy vs hard data), each ranked on its own. Any other setting that
+differs inside a panel is reported, never silently averaged.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lovaszseg.reporting.runs import Run
+from lovaszseg.runs.contract import loss_of_checkpoint
 
 UNSET = "unset"
 _ABSENT = object()
@@ -26,6 +28,27 @@ _ABSENT = object()
 NOT_SETTINGS = ("seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path", "init_from")
 """Keys and choices that legitimately differ between repetitions, or that the group label
 already covers; everything else differing inside a panel is a caveat."""
+
+
+POOL_KEYS: dict[str, Callable[[Run], Any]] = {
+    "data": lambda run: run.data,
+    "classes": lambda run: (
+        f"{len(run.class_names)} ({run.task})" if run.class_names and run.task else None
+    ),
+}
+"""What runs must share to be pooled; a run that did not record one (it died before writing its
+results) is taken to share it when all the runs that recorded it agree."""
+
+
+def pools(runs: Sequence[Run]) -> dict[Path, str | None]:
+    """Each run's pool, named by what sets it apart (``data=voc2012 · classes=21 (multiclass)``);
+    None for every run when all may be pooled."""
+    parts: dict[Path, list[str]] = {run.path: [] for run in runs}
+    for name, key in POOL_KEYS.items():
+        if len({key(run) for run in runs} - {None}) > 1:
+            for run in runs:
+                parts[run.path].append(f"{name}={key(run) or 'unknown'}")
+    return {path: " · ".join(named) or None for path, named in parts.items()}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -92,15 +115,6 @@ def _loss_name(run: Run) -> str:
         return run.loss
     first = results.get("init_from_loss") or loss_of_checkpoint(Path(str(init_from)))
     return f"{first} → {run.loss}"
-
-
-def loss_of_checkpoint(ckpt: Path) -> str:
-    """The loss of the run that wrote ``ckpt`` (``<run>/checkpoints/x.ckpt``), if it can be read."""
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    try:
-        return str(json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["loss"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "checkpoint"
 
 
 def setting_value(run: Run, key: str) -> str:

@@ -1,65 +1,52 @@
 """Read the per-epoch curves out of a Lightning CSVLogger ``metrics.csv``.
 
-CSVLogger writes one sparse row per ``log_metrics`` call: validation rows carry ``val/*``
-columns and leave the training columns empty, and vice versa. Resuming a run re-logs the epoch
-it was killed in, so for each metric the last value logged in an epoch wins.
+CSVLogger may write sparse rows (validation rows leave the training columns empty, and vice
+versa), and resuming a run re-logs the epoch it was killed in, so for each metric the last value
+logged in an epoch wins: ``groupby("epoch").last()``, which also skips the NaNs of a diverged
+metric and the empty cells of a row cut short by a kill mid-write.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
+
+import pandas as pd
 
 Curves = dict[str, dict[int, float]]
 """metric name -> {epoch: value}"""
 
 
 def read_curves(path: Path) -> Curves:
-    """Return every logged metric as an epoch -> value map (empty for an empty file, and for
-    a file without epoch rows yet: CSVLogger adds the ``epoch`` column with the first of them).
+    """Every logged metric as an epoch -> value map (empty for an empty file, and for a file
+    without epoch rows yet: CSVLogger adds the ``epoch`` column with the first of them).
 
     Raises ValueError naming the file when it cannot be read or is not CSVLogger output.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ValueError(f"{path}: cannot read metrics.csv ({err})") from err
-    if not header:
+        # round_trip parses each cell as Python's float() does, to the last bit
+        table = pd.read_csv(path, encoding="utf-8", float_precision="round_trip")
+    except pd.errors.EmptyDataError:
         return {}
-    if "epoch" not in header and "step" in header:
-        return {}  # a run that died in its first epoch logged only step-level values
-    if "epoch" not in header:
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: cannot read metrics.csv ({err})") from err
+    if "epoch" not in table:
+        if "step" in table:
+            return {}  # a run that died in its first epoch logged only step-level values
         raise ValueError(
             f"{path}: not a Lightning CSVLogger file: expected an 'epoch' column, "
-            f"found {header[:8]}"
+            f"found {list(table.columns[:8])}"
         )
-    curves: Curves = {name: {} for name in header if name not in ("epoch", "step")}
-    for line_no, row in enumerate(rows, start=2):
-        epoch = _number(row.get("epoch"), path, line_no, "epoch")
-        if epoch is None:
-            continue
-        for name, curve in curves.items():
-            value = _number(row.get(name), path, line_no, name)
-            if value is not None:
-                curve[int(epoch)] = value
-    return {name: curve for name, curve in curves.items() if curve}
-
-
-def _number(text: str | None, path: Path, line_no: int, column: str) -> float | None:
-    """Parse one cell; empty cells (and the NaNs of a diverged metric) are missing values.
-
-    A short last row (a run killed while writing) yields None cells, also treated as missing.
-    """
-    if text is None or text.strip() == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError as err:
+    numbers = table.apply(pd.to_numeric, errors="coerce")
+    bad = (table.notna() & numbers.isna()).stack()
+    if bad.any():
+        row, column = bad[bad].index[0]
         raise ValueError(
-            f"{path}, line {line_no}, column {column!r}: expected a number, got {text!r}"
-        ) from err
-    return None if math.isnan(value) else value
+            f"{path}, line {row + 2}, column {column!r}: expected a number, "
+            f"got {table.at[row, column]!r}"
+        )
+    per_epoch = numbers.drop(columns="step", errors="ignore").groupby("epoch").last()
+    return {
+        str(name): {int(epoch): float(value) for epoch, value in column.dropna().items()}
+        for name, column in per_epoch.items()
+        if column.notna().any()
+    }

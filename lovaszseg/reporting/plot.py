@@ -2,8 +2,9 @@
 
 Showing the single seeds beside the mean is the point: a reader sees at once whether two loss
 configurations are apart or inside each other's seed spread — the curves PaddleSeg shows, made
-honest about noise. One panel per ``--by`` value, sharing the y axis and the colours. The last
-third of the epochs, where the report's plateau rule reads the gain, is shaded.
+honest about noise. One panel per ``--by`` value, sharing the y axis and the colours. The y axis
+spans at least MIN_SPAN_POINTS, so that seed noise of a few tenths looks like noise, not like a
+cliff. The last third of the epochs, where the report's plateau rule reads the gain, is shaded.
 A bare ``Figure`` renders with the Agg canvas, without pyplot's global state or a display.
 """
 
@@ -18,20 +19,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from lovaszseg.reporting.aggregate import GroupSummary, Panel, Report, last_third_start
+from lovaszseg.reporting.aggregate import Report, last_third_start
 from lovaszseg.runs.atomic import atomic_path
 
 PANEL_SIZE = (7.0, 4.8)
 LEGEND_WIDTH = 3.0
 MAX_COLUMNS = 3
 DPI = 120
+MIN_SPAN_POINTS = 2.0
+"""The least span of the y axis, in points of the metric (%)."""
 PLATEAU_WINDOW_COLOUR = "#ececec"
 """The shading of the last third of the epochs (opaque, behind the curves)."""
 
 
 def group_colours(report: Report) -> dict[str, tuple]:
     """One colour per group label, the same in every panel, in ranking order."""
-    labels = list(dict.fromkeys(g.label for p in report.panels for g in p.groups))
+    labels = list(dict.fromkeys(g["label"] for p in report.panels for g in p["groups"]))
     cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
@@ -45,8 +48,9 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
         figsize=(PANEL_SIZE[0] * cols + LEGEND_WIDTH, PANEL_SIZE[1] * rows), layout="constrained"
     )
     axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
-    for ax, panel in zip(axes, report.panels, strict=False):
-        _draw_panel(ax, panel, report.metric, colours)
+    for ax, panel, heading in zip(axes, report.panels, report.headings, strict=False):
+        _draw_panel(ax, _curves(report, panel), heading, colours)
+    _widen_to_min_span(axes[0])
     for ax in axes[n:]:
         ax.set_visible(False)
     for ax in axes[::cols]:
@@ -66,28 +70,50 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=DPI)
 
 
-def _draw_panel(ax, panel: Panel, metric: str, colours: dict[str, tuple]) -> None:
-    _shade_last_third(ax, panel, metric)
-    for group in panel.groups:
-        colour = colours[group.label]
-        for style, scores in (("-", group.scores), ("--", group.left_out)):
-            for score in scores:
-                epochs, values = _curve(score.run.curves.get(metric, {}))
+Curves = dict[str, dict[bool, list[dict[int, float]]]]
+"""group label -> {counted: the curves of its runs}"""
+
+
+def _curves(report: Report, panel: dict) -> Curves:
+    curves: Curves = {}
+    for group in panel["groups"]:
+        curves[group["label"]] = {True: [], False: []}
+        for run in group["runs"]:
+            curve = report.runs[run["path"]].curves.get(report.metric, {})
+            curves[group["label"]][run["counted"]].append(curve)
+    return curves
+
+
+def _draw_panel(ax, curves: Curves, heading: str | None, colours: dict[str, tuple]) -> None:
+    _shade_last_third(ax, [c for group in curves.values() for c in group[True]])
+    for label, group in curves.items():
+        for style, counted in (("-", True), ("--", False)):
+            for curve in group[counted]:
+                epochs, values = _curve(curve)
                 marker = "o" if len(epochs) == 1 else None  # a run killed after one epoch
-                ax.plot(epochs, values, style, marker=marker, color=colour, lw=0.8, alpha=0.45)
-        _draw_mean_and_band(ax, group, metric, colour)
-    if panel.heading is not None:
-        ax.set_title(panel.heading)
+                ax.plot(
+                    epochs, values, style, marker=marker, color=colours[label], lw=0.8, alpha=0.45
+                )
+        _draw_mean_and_band(ax, group[True], colours[label])
+    if heading is not None:
+        ax.set_title(heading)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
 
 
-def _shade_last_third(ax, panel: Panel, metric: str) -> None:
+def _widen_to_min_span(ax) -> None:
+    """At least MIN_SPAN_POINTS on the (shared) y axis, centred on the data."""
+    low, high = ax.get_ylim()
+    if high - low < MIN_SPAN_POINTS:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - MIN_SPAN_POINTS / 2, middle + MIN_SPAN_POINTS / 2)
+
+
+def _shade_last_third(ax, curves: list[dict[int, float]]) -> None:
     """The last ⌈E/3⌉ of the E validated epochs of the panel's longest run, as
     ``last_third_gain`` reads them, each validation's interval shaded (a run validated every
     k epochs shades the last third of its epochs); nothing below 3 validations."""
-    curves = [s.run.curves.get(metric, {}) for g in panel.groups for s in g.scores]
     epochs = sorted(max(curves, key=len, default={}))
     first = last_third_start(epochs)
     if first is None:
@@ -105,9 +131,8 @@ def _shade_last_third(ax, panel: Panel, metric: str) -> None:
     )
 
 
-def _draw_mean_and_band(ax, group: GroupSummary, metric: str, colour: tuple) -> None:
+def _draw_mean_and_band(ax, curves: list[dict[int, float]], colour: tuple) -> None:
     """Mean and min–max over the counted runs, at the epochs all of them reached."""
-    curves = [s.run.curves.get(metric, {}) for s in group.scores]
     curves = [c for c in curves if c]
     if not curves:
         return
@@ -129,7 +154,7 @@ def _legend_entries(report: Report, colours: dict[str, tuple]) -> tuple[list, li
     """One entry per group, with its seed count in each panel: ``bce (n=3)``, ``bce (n=3, 2)``."""
     counts: dict[str, list[str]] = {label: [] for label in colours}
     for panel in report.panels:
-        for group in panel.groups:
-            counts[group.label].append(str(len(group.scores)))
+        for group in panel["groups"]:
+            counts[group["label"]].append(str(group["n"]))
     handles = [Line2D([], [], color=colours[label], linewidth=2.2) for label in colours]
     return handles, [f"{label} (n={', '.join(counts[label])})" for label in colours]

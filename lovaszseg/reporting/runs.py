@@ -1,15 +1,14 @@
 """Find training runs on disk and load what each one recorded.
 
-A run is a Hydra job directory holding any of: ``results.json`` (written when the run
-finishes), ``metrics.csv`` (Lightning's CSVLogger, written while it trains) and ``.hydra/``
-(the composed config and the group choices, written at start). A crashed run has no
-``results.json``, so every field falls back to the next source, and such a run is loaded as
-incomplete rather than dropped: a sweep with crashed jobs must say so.
+A run is a Hydra job directory holding any of: ``results.json`` (the run contract, rewritten
+while the run trains), ``metrics.csv`` (Lightning's CSVLogger) and ``.hydra/`` (the composed
+config and the group choices, written at start). A run that died early has no ``results.json``,
+so every field falls back to the next source, and such a run is loaded rather than dropped: a
+sweep with crashed jobs must say so.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -20,15 +19,20 @@ from typing import Any
 import yaml
 
 from lovaszseg.reporting.metrics_csv import Curves, read_curves
+from lovaszseg.runs import contract
 
-RUN_MARKERS = ("results.json", "metrics.csv", ".hydra/config.yaml")
+RUN_MARKERS = (contract.RESULTS_FILE, "metrics.csv", ".hydra/config.yaml")
 """A directory holding any of these is a run (a job dir of a sweep, or a single run)."""
 
 NOT_RUN_CONTAINERS = frozenset({".hydra", "checkpoints", "wandb", "__pycache__", ".git"})
 """Folders inside runs and sweeps that never hold runs themselves; not searched."""
 
-COMPLETED = "completed"
 INCOMPLETE = "incomplete"
+"""A run cut short: interrupted (resumable), or dead before it wrote its results."""
+
+REPORT_STATUS = {contract.INTERRUPTED: INCOMPLETE}
+"""The contract's statuses as a report names them; the others (completed, running, failed)
+keep their names."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return self.status == COMPLETED
+        return self.status == contract.COMPLETED
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -62,11 +66,9 @@ def find_run_dirs(root: Path) -> list[Path]:
         return [root]
     found = []
     for current, dirs, _files in os.walk(root):
-        here = Path(current)
-        if here != root and _is_run_dir(here):
-            found.append(here)
+        if Path(current) != root and _is_run_dir(Path(current)):
+            found.append(Path(current))
             dirs.clear()
-            continue
         dirs[:] = sorted(d for d in dirs if d not in NOT_RUN_CONTAINERS)
     if not found:
         raise ValueError(
@@ -82,27 +84,26 @@ def load_runs(roots: Iterable[Path]) -> list[Run]:
     seen: dict[Path, Run] = {}
     for root in roots:
         for run_dir in find_run_dirs(Path(root)):
-            key = run_dir.resolve()
-            if key not in seen:
-                seen[key] = load_run(run_dir)
+            if run_dir.resolve() not in seen:
+                seen[run_dir.resolve()] = load_run(run_dir)
     return list(seen.values())
 
 
 def load_run(path: Path) -> Run:
     """Load one run directory; raises ValueError naming the file that cannot be parsed."""
-    results = _read_json(path / "results.json") or {}
+    results = contract.read_results(path) if contract.results_path(path).is_file() else {}
     config = _read_yaml(path / ".hydra" / "config.yaml")
-    hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
-    choices = _dig(hydra_cfg, "hydra", "runtime", "choices") or {}
-    metrics_path = path / "metrics.csv"
-    curves = read_curves(metrics_path) if metrics_path.is_file() else {}
+    choices = _dig(_read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices")
+    choices = {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
+    curves = read_curves(path / "metrics.csv") if (path / "metrics.csv").is_file() else {}
     config_data = _dig(config, "data") or {}
     class_names = _class_names(results, config_data, curves)
+    status = results.get(contract.STATUS) or INCOMPLETE
     return Run(
         path=path,
         loss=str(results.get("loss") or choices.get("loss") or "unknown"),
         seed=_as_int(results.get("seed", _dig(config, "seed"))),
-        status=str(results.get("status", INCOMPLETE)),
+        status=REPORT_STATUS.get(status, status),
         task=results.get("task")
         or _dig(config, "loss", "task")
         or _task_from_class_count(config_data, class_names),
@@ -113,7 +114,7 @@ def load_run(path: Path) -> Run:
         curves=curves,
         results=results or None,
         config=config,
-        choices={str(k): str(v) for k, v in choices.items() if v is not None},
+        choices=choices,
     )
 
 
@@ -123,23 +124,11 @@ def _is_run_dir(path: Path) -> bool:
 
 def _natural_key(path: Path) -> tuple:
     """Sort job dirs 0, 1, ..., 10 (or ``2_loss=bce``, ``10_loss=ce``) by Hydra's job number."""
-    keys = []
-    for part in path.parts:
-        number = re.match(r"\d+(?=_|$)", part)
-        keys.append((0, int(number.group()), part) if number else (1, 0, part))
-    return tuple(keys)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read results.json ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    numbers = (re.match(r"\d+(?=_|$)", part) for part in path.parts)
+    return tuple(
+        (0, int(n.group()), part) if n else (1, 0, part)
+        for n, part in zip(numbers, path.parts, strict=True)
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
@@ -173,13 +162,13 @@ def _class_names(
     results: Mapping[str, Any], config_data: Mapping[str, Any], curves: Curves
 ) -> tuple[str, ...]:
     """Class order from results.json, else the data config; CSVLogger sorts its columns."""
-    per_class = _dig(results, "best", "per_class_iou")
+    per_class = _dig(results, contract.BEST, contract.PER_CLASS_IOU)
     if isinstance(per_class, Mapping) and per_class:
         return tuple(per_class)
     names = config_data.get("class_names")
     if isinstance(names, list) and names:
         return tuple(str(n) for n in names)
-    return tuple(name.removeprefix("val/IoU_") for name in curves if name.startswith("val/IoU_"))
+    return tuple(name for key in curves if (name := contract.class_of_iou_key(key)))
 
 
 def _task_from_class_count(

@@ -12,12 +12,14 @@ import math
 
 import pytest
 
+import pandas as pd
+
 from lovaszseg.reporting.aggregate import (
-    Paired,
-    Spread,
     critical_t,
     last_third_gain,
+    paired_test,
     pooled_std,
+    spread,
     summarise,
 )
 from lovaszseg.reporting.runs import load_runs
@@ -25,14 +27,21 @@ from tests.reporting.fakes import BCE, COMBINED, road_curve, roads_sweeps, write
 
 
 def group(panel, label):
-    return next(g for g in panel.groups if g.label == label)
+    return next(g for g in panel["groups"] if g["label"] == label)
+
+
+def spread_of(*values):
+    return spread(pd.Series(values, dtype=object))
 
 
 def test_spread_is_sample_std_and_none_for_one_value():
-    assert Spread((0.70, 0.72, 0.74)).std == pytest.approx(0.02)
-    assert Spread((0.66,)).std is None
-    assert pooled_std(Spread(BCE), Spread(COMBINED)) == pytest.approx(math.sqrt(0.00025))
-    assert pooled_std(Spread((0.6,)), Spread((0.7,))) is None
+    three = spread_of(0.70, 0.72, None, 0.74)  # a missing value is left out
+    assert (three["n"], three["min"], three["max"]) == (3, 0.70, 0.74)
+    assert three["mean"] == pytest.approx(0.72) and three["std"] == pytest.approx(0.02)
+    assert spread_of(0.66)["std"] is None
+    assert spread_of(None) is None
+    assert pooled_std(spread_of(*BCE), spread_of(*COMBINED)) == pytest.approx(math.sqrt(0.00025))
+    assert pooled_std(spread_of(0.6), spread_of(0.7)) is None
 
 
 def test_last_third_gain_is_the_rise_of_the_best_over_the_last_third_of_epochs():
@@ -47,45 +56,48 @@ def test_last_third_gain_is_the_rise_of_the_best_over_the_last_third_of_epochs()
 def test_summary_of_two_sweeps_matches_hand_computed_numbers(tmp_path):
     report = summarise(load_runs(roads_sweeps(tmp_path)))
     (panel,) = report.panels
-    assert panel.baseline == "bce"  # automatic for a binary task
-    assert panel.notes == []
-    assert [g.label for g in panel.groups] == ["lovasz_hinge_bce", "bce", "lovasz_hinge"]
+    assert panel["baseline"] == "bce"  # automatic for a binary task
+    assert panel["notes"] == []
+    assert [g["label"] for g in panel["groups"]] == ["lovasz_hinge_bce", "bce", "lovasz_hinge"]
+    assert [g["rank"] for g in panel["groups"]] == [1, 2, 3]
 
     combined = group(panel, "lovasz_hinge_bce")
-    assert combined.best.values == pytest.approx(COMBINED)  # the crashed 0.9 is not counted
-    assert combined.best.mean == pytest.approx(0.76)
-    assert combined.best.std == pytest.approx(0.01)
-    assert combined.delta == pytest.approx(0.04)
-    assert combined.delta_in_std == pytest.approx(0.04 / math.sqrt(0.00025))  # 2.53
-    assert len(combined.left_out) == 1 and combined.left_out[0].run.seed == 4
+    assert combined["best"]["values"] == pytest.approx(COMBINED)  # the crashed 0.9 not counted
+    assert combined["best"]["mean"] == pytest.approx(0.76)
+    assert combined["best"]["std"] == pytest.approx(0.01)
+    assert combined["delta_vs_baseline"] == pytest.approx(0.04)
+    assert combined["delta_in_pooled_std"] == pytest.approx(0.04 / math.sqrt(0.00025))  # 2.53
+    assert combined["n_incomplete_left_out"] == 1
+    crashed = combined["runs"][-1]
+    assert (crashed["seed"], crashed["counted"], crashed["status"]) == (4, False, "incomplete")
     # per-class IoU at each run's best epoch: road = 2·mIoU − 0.97
-    assert combined.per_class["road"].mean == pytest.approx(2 * 0.76 - 0.97)
-    assert combined.per_class["road"].std == pytest.approx(0.02)
-    assert combined.per_class["background"].std == pytest.approx(0.0)
+    assert combined["per_class_iou"]["road"]["mean"] == pytest.approx(2 * 0.76 - 0.97)
+    assert combined["per_class_iou"]["road"]["std"] == pytest.approx(0.02)
+    assert combined["per_class_iou"]["background"]["std"] == pytest.approx(0.0)
     # road = 2·mIoU − 0.97 on both sides: Δ 0.08, pooled std 2·sqrt(0.00025)
-    road_delta, road_in_std = combined.per_class_delta["road"]
-    assert road_delta == pytest.approx(0.08)
-    assert road_in_std == pytest.approx(0.08 / (2 * math.sqrt(0.00025)))
-    assert combined.per_class_delta["background"][0] == pytest.approx(0.0)
-    assert combined.best_epoch.values == (1, 1, 1)
-    assert combined.wall_time_s.mean == pytest.approx(60.0)
+    road = combined["per_class_delta_vs_baseline"]["road"]
+    assert road["delta"] == pytest.approx(0.08)
+    assert road["delta_in_pooled_std"] == pytest.approx(0.08 / (2 * math.sqrt(0.00025)))
+    assert combined["per_class_delta_vs_baseline"]["background"]["delta"] == pytest.approx(0.0)
+    assert combined["best_epoch"]["values"] == [1, 1, 1]
+    assert combined["wall_time_s"]["mean"] == pytest.approx(60.0)
 
     baseline = group(panel, "bce")
-    assert baseline.is_baseline and baseline.delta == pytest.approx(0.0)
+    assert baseline["is_baseline"] and baseline["delta_vs_baseline"] == pytest.approx(0.0)
 
     direct = group(panel, "lovasz_hinge")
-    assert direct.best.n == 1 and direct.best.std is None
-    assert direct.delta == pytest.approx(-0.06)
-    assert direct.delta_in_std == pytest.approx(-3.0)  # pooled over bce's 2 degrees of freedom
+    assert direct["best"]["n"] == 1 and direct["best"]["std"] is None
+    assert direct["delta_vs_baseline"] == pytest.approx(-0.06)
+    assert direct["delta_in_pooled_std"] == pytest.approx(-3.0)  # pooled over bce's 2 dof
 
-    assert [r.seed for r in report.incomplete] == [4]
+    assert report.summary["incomplete_runs"] == [str(tmp_path / "day2" / "3")]
 
 
 def test_include_incomplete_counts_the_crashed_run(tmp_path):
     report = summarise(load_runs(roads_sweeps(tmp_path)), include_incomplete=True)
     combined = group(report.panels[0], "lovasz_hinge_bce")
-    assert combined.best.values == pytest.approx((*COMBINED, 0.9))
-    assert combined.left_out == []
+    assert combined["best"]["values"] == pytest.approx((*COMBINED, 0.9))
+    assert combined["n_incomplete_left_out"] == 0
 
 
 def test_weight_overrides_make_their_own_group(tmp_path):
@@ -103,11 +115,11 @@ def test_weight_overrides_make_their_own_group(tmp_path):
         for s in (1, 2)
     ]
     (panel,) = summarise(load_runs(runs)).panels
-    assert [g.label for g in panel.groups] == [
+    assert [g["label"] for g in panel["groups"]] == [
         "lovasz_hinge_bce (loss.terms.bce.weight=0.7, loss.terms.lovasz_hinge.weight=0.3)",
         "lovasz_hinge_bce (loss.terms.bce.weight=0.5, loss.terms.lovasz_hinge.weight=0.5)",
     ]
-    assert [g.best.mean for g in panel.groups] == pytest.approx([0.8, 0.7])
+    assert [g["best"]["mean"] for g in panel["groups"]] == pytest.approx([0.8, 0.7])
 
 
 def test_by_splits_panels_each_with_its_own_baseline(tmp_path):
@@ -120,20 +132,21 @@ def test_by_splits_panels_each_with_its_own_baseline(tmp_path):
     runs = load_runs([write_sweep(tmp_path / "s", specs)])
 
     mixed = summarise(runs)
-    assert any("`data.difficulty` (easy | hard)" in note for note in mixed.panels[0].notes)
+    assert any("`data.difficulty` (easy | hard)" in note for note in mixed.panels[0]["notes"])
 
     report = summarise(runs, by="data.difficulty")
-    assert [p.by_value for p in report.panels] == ["easy", "hard"]
+    assert [p["by_value"] for p in report.panels] == ["easy", "hard"]
+    assert report.headings == ["data.difficulty=easy", "data.difficulty=hard"]
     for panel, shift in zip(report.panels, (0.1, 0.0), strict=True):
-        assert panel.baseline == "bce" and panel.notes == []
+        assert panel["baseline"] == "bce" and panel["notes"] == []
         combined = group(panel, "lovasz_hinge_bce")
-        assert combined.best.mean == pytest.approx(0.76 + shift)
-        assert combined.delta == pytest.approx(0.04)
+        assert combined["best"]["mean"] == pytest.approx(0.76 + shift)
+        assert combined["delta_vs_baseline"] == pytest.approx(0.04)
 
 
 def test_by_a_group_choice_and_a_missing_key(tmp_path):
     runs = load_runs(roads_sweeps(tmp_path))
-    assert [p.by_value for p in summarise(runs, by="data").panels] == ["synthetic_roads"]
+    assert [p["by_value"] for p in summarise(runs, by="data").panels] == ["synthetic_roads"]
     with pytest.raises(ValueError, match=r"config.yaml: no config key or group choice 'data.nope'"):
         summarise(runs, by="data.nope")
     with pytest.raises(ValueError, match="is a config section"):
@@ -154,9 +167,9 @@ def test_multiclass_baseline_is_ce_and_unknown_baselines_are_refused(tmp_path):
         ]
     )
     (panel,) = summarise(runs).panels
-    assert panel.baseline == "ce"
-    assert group(panel, "lovasz_softmax_ce").delta == pytest.approx(0.05)
-    assert group(panel, "lovasz_softmax_ce").delta_in_std is None  # one seed each: no spread
+    assert panel["baseline"] == "ce"
+    assert group(panel, "lovasz_softmax_ce")["delta_vs_baseline"] == pytest.approx(0.05)
+    assert group(panel, "lovasz_softmax_ce")["delta_in_pooled_std"] is None  # one seed each: no spread
     with pytest.raises(ValueError, match=r"--baseline 'bce'.*'ce', 'lovasz_softmax_ce'"):
         summarise(runs, baseline="bce")
 
@@ -167,9 +180,9 @@ def test_missing_baseline_and_repeated_seeds_are_noted(tmp_path):
         for name in ("a", "b")
     ]
     (panel,) = summarise(load_runs(runs)).panels
-    assert panel.baseline is None and panel.groups[0].delta is None
-    assert any("no `bce` runs here" in note for note in panel.notes)
-    assert any("seed(s) [1] more than once" in note for note in panel.notes)
+    assert panel["baseline"] is None and panel["groups"][0]["delta_vs_baseline"] is None
+    assert any("no `bce` runs here" in note for note in panel["notes"])
+    assert any("seed(s) [1] more than once" in note for note in panel["notes"])
 
 
 def test_a_metric_no_run_logged_is_refused_with_the_logged_ones(tmp_path):
@@ -189,39 +202,41 @@ def test_two_run_finetune_is_its_own_group_named_after_its_start(tmp_path):
     config = tuned / ".hydra" / "config.yaml"
     config.write_text(config.read_text() + f"init_from: {ckpt}\n")
     (panel,) = summarise(load_runs([start, direct, tuned])).panels
-    assert [g.label for g in panel.groups] == ["bce → lovasz_hinge", "bce", "lovasz_hinge"]
-    assert panel.groups[0].delta == pytest.approx(0.04)
-    assert panel.notes == []
+    assert [g["label"] for g in panel["groups"]] == ["bce → lovasz_hinge", "bce", "lovasz_hinge"]
+    assert panel["groups"][0]["delta_vs_baseline"] == pytest.approx(0.04)
+    assert panel["notes"] == []
 
 
 def test_runs_pair_with_the_baseline_run_of_their_seed(tmp_path):
     # lovasz_hinge_bce − bce per seed: 0.05, 0.04, 0.03 → mean 0.04, sd 0.01, t = 4·√3;
     # with 2 degrees of freedom the t distribution's two-sided p is 1 − t/√(2 + t²)
     (panel,) = summarise(load_runs(roads_sweeps(tmp_path))).panels
-    paired = group(panel, "lovasz_hinge_bce").paired
-    assert paired.seeds == (1, 2, 3)
-    assert paired.deltas == pytest.approx((0.05, 0.04, 0.03))
-    assert paired.mean == pytest.approx(0.04)
+    combined = group(panel, "lovasz_hinge_bce")
+    paired = combined["paired_vs_baseline"]
+    assert paired["seeds"] == [1, 2, 3] and paired["n"] == 3
+    assert paired["deltas"] == pytest.approx([0.05, 0.04, 0.03])
+    assert paired["mean"] == pytest.approx(0.04)
     t = 4 * math.sqrt(3)
-    assert paired.t == pytest.approx(t)
-    assert paired.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert paired["t"] == pytest.approx(t)
+    assert paired["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t))
     # road = 2·mIoU − 0.97, so its differences double and t stays; background never moves
-    road = group(panel, "lovasz_hinge_bce").paired_per_class["road"]
-    assert road.deltas == pytest.approx((0.10, 0.08, 0.06))
-    assert road.t == pytest.approx(t)
-    assert group(panel, "lovasz_hinge_bce").paired_per_class["background"].t is None
+    road = combined["per_class_paired_vs_baseline"]["road"]
+    assert road["deltas"] == pytest.approx([0.10, 0.08, 0.06])
+    assert road["t"] == pytest.approx(t)
+    assert combined["per_class_paired_vs_baseline"]["background"]["t"] is None
     # one seed pairs up: a difference, no test; the baseline pairs with nothing
-    direct = group(panel, "lovasz_hinge").paired
-    assert direct.seeds == (1,) and direct.deltas == pytest.approx((-0.04,))
-    assert direct.t is None and direct.p is None
-    assert group(panel, "bce").paired is None
+    direct = group(panel, "lovasz_hinge")["paired_vs_baseline"]
+    assert direct["seeds"] == [1] and direct["deltas"] == pytest.approx([-0.04])
+    assert direct["t"] is None and direct["p"] is None
+    assert group(panel, "bce")["paired_vs_baseline"] is None
 
 
 def test_paired_p_with_one_degree_of_freedom_is_the_cauchy_tail():
     # t with 1 dof is Cauchy: two-sided p = 1 − (2/π)·atan|t|; deltas 0.1, 0.3 → t = 0.2/(√0.02/√2) = 2
-    paired = Paired((1, 2), (0.1, 0.3))
-    assert paired.t == pytest.approx(2.0)
-    assert paired.p == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
+    paired = paired_test(pd.Series([0.1, 0.3, None], index=[1, 2, 3], dtype=float))
+    assert paired["seeds"] == [1, 2]  # a seed without a difference is not a pair
+    assert paired["t"] == pytest.approx(2.0)
+    assert paired["p"] == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
 
 
 def test_critical_t_matches_closed_forms_for_one_and_two_degrees_of_freedom():
@@ -248,5 +263,5 @@ def test_repeated_or_missing_seeds_are_left_out_of_the_pairs(tmp_path):
         ],
     )
     (panel,) = summarise(load_runs([sweep])).panels
-    paired = group(panel, "lovasz_hinge").paired
-    assert paired.seeds == (1,) and paired.deltas == pytest.approx((0.01,))
+    paired = group(panel, "lovasz_hinge")["paired_vs_baseline"]
+    assert paired["seeds"] == [1] and paired["deltas"] == pytest.approx([0.01])

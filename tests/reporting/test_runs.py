@@ -105,10 +105,15 @@ def test_load_run_falls_back_to_hydra_files_for_a_crashed_run(tmp_path):
     assert run.class_names == ("sky", "car", "bike")
 
 
-@pytest.mark.parametrize("status", ["running", "failed", "interrupted"])
-def test_load_run_treats_any_status_but_completed_as_incomplete(tmp_path, status):
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [("running", "running"), ("failed", "failed"), ("interrupted", "incomplete")],
+)
+def test_a_run_is_complete_only_when_completed_and_a_cut_short_one_is_incomplete(
+    tmp_path, status, shown
+):
     run = load_run(write_run(tmp_path / "r", loss="bce", seed=1, miou=[0.5], status=status))
-    assert (run.status, run.complete) == (status, False)
+    assert (run.status, run.complete) == (shown, False)
 
 
 def test_load_run_survives_a_run_that_died_before_logging(tmp_path):
