@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 import pandas as pd
+import pytest
 
 from lovaszseg.reporting.aggregate import (
     critical_t,
@@ -169,7 +168,9 @@ def test_multiclass_baseline_is_ce_and_unknown_baselines_are_refused(tmp_path):
     (panel,) = summarise(runs).panels
     assert panel["baseline"] == "ce"
     assert group(panel, "lovasz_softmax_ce")["delta_vs_baseline"] == pytest.approx(0.05)
-    assert group(panel, "lovasz_softmax_ce")["delta_in_pooled_std"] is None  # one seed each: no spread
+    assert (
+        group(panel, "lovasz_softmax_ce")["delta_in_pooled_std"] is None
+    )  # one seed each: no spread
     with pytest.raises(ValueError, match=r"--baseline 'bce'.*'ce', 'lovasz_softmax_ce'"):
         summarise(runs, baseline="bce")
 
