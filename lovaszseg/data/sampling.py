@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -41,22 +42,41 @@ class TrainPosition:
         return cls(state["epoch"], state["batches"])
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
+class EpochSampler(DistributedSampler):
     """Yields ``(index, augmentation seed)`` in an order drawn from (seed, epoch) alone.
 
     Lightning calls ``set_epoch`` at the start of every epoch; without it (a hand-written
     loop) each iteration moves to the next epoch, so epochs still differ. ``start`` skips that
-    many samples of the first epoch iterated (the rest of a resumed epoch); later ones are whole.
+    many of this process's samples in the first epoch iterated (the rest of a resumed epoch);
+    later ones are whole.
+
+    Under DDP every rank draws the same permutation (the seed is the same on every rank) and
+    takes every ``num_replicas``-th index from position ``rank``, the permutation padded with its
+    own beginning so that all ranks have the same count, as PyTorch's ``DistributedSampler`` does.
+    So the global batch of a step is the same whether or not the run was stopped before it. It
+    is a ``DistributedSampler`` so that Lightning keeps it instead of wrapping it in its own.
     """
 
-    def __init__(self, length: int, seed: int, epoch: int = 0, start: int = 0) -> None:
-        if length < 1 or not 0 <= start <= length:
+    def __init__(
+        self,
+        length: int,
+        seed: int,
+        epoch: int = 0,
+        start: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        per_rank = -(-length // num_replicas) if num_replicas >= 1 else 0
+        if length < 1 or not 0 <= rank < num_replicas or not 0 <= start <= per_rank:
             raise ValueError(
-                f"EpochSampler needs length >= 1 and 0 <= start <= length, got "
-                f"length {length}, start {start}"
+                f"EpochSampler needs length >= 1, 0 <= rank < num_replicas and 0 <= start <= "
+                f"its share of the samples, got length {length}, start {start}, rank {rank}, "
+                f"num_replicas {num_replicas}"
             )
+        super().__init__(
+            range(length), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed
+        )
         self.length = length
-        self.seed = seed
         self.epoch = epoch
         self.start = start
 
@@ -72,12 +92,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         permutation, seeds = self.order(self.epoch)
+        repeats = -(-self.total_size // self.length)
+        mine = (permutation * repeats)[: self.total_size][self.rank :: self.num_replicas]
         start, self.start = self.start, 0
         self.epoch += 1
-        return iter([(index, seeds[index]) for index in permutation[start:]])
+        return iter([(index, seeds[index]) for index in mine[start:]])
 
     def __len__(self) -> int:
-        return self.length
+        return self.num_samples
 
 
 class ResumableDataLoader(DataLoader):

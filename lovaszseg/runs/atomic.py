@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from lovaszseg.runs.faults import fault_point
+
 
 def _umask() -> int:
     """The process's umask (reading it means setting it; set it straight back)."""
@@ -38,6 +40,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
         yield tmp_path
+        fault_point(target.name)  # LOVASZSEG_FAULT: the torture test's kill inside a write
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
