@@ -1,10 +1,9 @@
 """The wheel must ship every subpackage: pyproject lists them explicitly (conf/ is mapped in)."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
-
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "conf").rglob("*.yaml"))
