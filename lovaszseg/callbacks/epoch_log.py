@@ -4,6 +4,9 @@ The progress bar draws on terminals; a SLURM ``.out`` file, ``nohup`` or ``| tee
 from it until the end. This callback writes, through ``logging`` (hence into ``train.log`` and
 the console), the epoch, the step, every training loss term, the validation loss and mIoU when
 the epoch was validated, and the epoch's and the run's wall time.
+
+Epochs are counted as people count them, from 1 to ``max_epochs`` (``epoch 3/3`` is the last);
+the files (metrics.csv, results.json, checkpoints) keep Lightning's count from 0.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import time
 
 import pytorch_lightning as pl
 
-from lovaszseg.callbacks.results import best_and_final
 from lovaszseg.module import SegmentationModule
+from lovaszseg.runs.contract import best_and_final
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,12 @@ class EpochLog(pl.Callback):
 
 
 def epoch_line(trainer: pl.Trainer, module: SegmentationModule, started_at: float | None) -> str:
-    """``epoch 3/10 step 120 | train/loss 0.41 (lovasz_hinge 0.31, bce 0.51) | val/mIoU ...``"""
+    """``epoch 3/10 step 120 | train/loss 0.41 (lovasz_hinge 0.31, bce 0.51) | val/mIoU ...``,
+    the epochs counted from 1 (Lightning's ``current_epoch`` 2 is the third)."""
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1} step {trainer.global_step}"]
+    planned = trainer.max_epochs
+    of_planned = f"/{planned}" if planned is not None and planned > 0 else ""  # -1: no limit
+    parts = [f"epoch {trainer.current_epoch + 1}{of_planned} step {trainer.global_step}"]
     if "train/loss" in metrics:
         terms = [
             f"{name.removeprefix('train/loss_')} {value:.4f}"
@@ -49,7 +55,7 @@ def epoch_line(trainer: pl.Trainer, module: SegmentationModule, started_at: floa
         ]
         best, _ = best_and_final(history)
         if best is not None:
-            validated.append(f"best {best['val/mIoU']:.4f} @ epoch {best['epoch']}")
+            validated.append(f"best {best['val/mIoU']:.4f} @ epoch {best['epoch'] + 1}")
         parts.append(" ".join(validated))
     epoch_s = "" if started_at is None else f"epoch {time.monotonic() - started_at:.1f} s, "
     parts.append(f"{epoch_s}run {module.fit_time_s():.1f} s")

@@ -89,7 +89,7 @@ def requeue_point_reached(root) -> bool:
     """Epoch 1 is logged (job folder 0 or 0_<overrides>): the job is training, with a best
     and a last checkpoint behind it."""
     logs = list((root / "multirun" / "train").glob("*/0*/train.log"))
-    return bool(logs) and "epoch 1/5" in logs[0].read_text()
+    return bool(logs) and "epoch 2/6" in logs[0].read_text()
 
 
 def release_when_pending(job_id: str) -> None:
