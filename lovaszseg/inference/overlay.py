@@ -3,7 +3,9 @@
 Label PNGs keep the class index re-readable by the data modules: a VOC palette PNG for
 multi-class tasks, grey 0 / 255 for binary ones (DeepGlobe's road masks). Overlays draw each
 non-background class in its palette colour over the image, so a prediction can be judged by eye
-offline; :func:`panel` puts image | truth | prediction side by side for evaluation.
+offline; :func:`panel` puts image | truth | prediction side by side for evaluation, each
+titled in a band above it, since two overlays of one image look alike until one reads which is
+the truth.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from lovaszseg.data.voc_classes import voc_palette
 
 IGNORE = 255
+PANEL_TITLES = ("image", "truth", "prediction")
+TITLE_BAND = 16
+"""Rows of the white band above the panels that holds their titles (PIL's default 10 px font)."""
+PANEL_GAP = 4
 
 
 def save_label_png(labels: np.ndarray, path: Path, task: str) -> None:
@@ -41,19 +47,29 @@ def draw_labels(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np
     return drawn.round().astype(np.uint8)
 
 
+def title_band(widths: Sequence[int], titles: Sequence[str], gap: int) -> np.ndarray:
+    """A white band ``TITLE_BAND`` rows high with each title in black, centred over its column
+    (columns of ``widths`` pixels, ``gap`` apart)."""
+    band = Image.new("RGB", (sum(widths) + gap * (len(widths) - 1), TITLE_BAND), "white")
+    draw = ImageDraw.Draw(band)
+    font = ImageFont.load_default()
+    left = 0
+    for width, title in zip(widths, titles, strict=True):
+        draw.text((left + width / 2, TITLE_BAND / 2), title, fill="black", font=font, anchor="mm")
+        left += width + gap
+    return np.asarray(band)
+
+
 def panel(
     image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, alpha: float = 0.5
 ) -> np.ndarray:
-    """image | truth drawn over it | prediction drawn over it, separated by 4 white pixels."""
-    gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
-    parts = [
-        image,
-        gap,
-        draw_labels(image, truth, alpha),
-        gap,
-        draw_labels(image, prediction, alpha),
-    ]
-    return np.concatenate(parts, axis=1)
+    """image | truth drawn over it | prediction drawn over it, ``PANEL_GAP`` white pixels apart,
+    under a band titling them (``PANEL_TITLES``)."""
+    gap = np.full((image.shape[0], PANEL_GAP, 3), 255, dtype=np.uint8)
+    columns = [image, draw_labels(image, truth, alpha), draw_labels(image, prediction, alpha)]
+    row = np.concatenate([columns[0], gap, columns[1], gap, columns[2]], axis=1)
+    band = title_band([c.shape[1] for c in columns], PANEL_TITLES, PANEL_GAP)
+    return np.concatenate([band, row], axis=0)
 
 
 def denormalise(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

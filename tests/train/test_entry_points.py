@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import signal
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from lovaszseg.inference.overlay import TITLE_BAND
 from tests.train.entry import (
     epochs_with,
     metric_rows,
@@ -103,8 +105,10 @@ def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):
     overlays = sorted((evaluated / "overlays").glob("*.png"))
     assert len(overlays) == 2
     label = Image.open(evaluated / "predictions" / overlays[0].name)
-    panel = Image.open(overlays[0])  # image | truth | prediction, 4 px apart
-    assert (panel.mode, panel.size) == ("RGB", (3 * label.width + 8, label.height))
+    panel = Image.open(overlays[0])  # image | truth | prediction, 4 px apart, titled above
+    assert (panel.mode, panel.size) == ("RGB", (3 * label.width + 8, TITLE_BAND + label.height))
+    band = np.asarray(panel)[:TITLE_BAND]
+    assert (band.min(axis=2) < 128).any(), "the title band above the panels holds no title"
 
 
 def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_path):
