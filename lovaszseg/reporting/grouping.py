@@ -30,25 +30,34 @@ NOT_SETTINGS = ("seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_
 already covers; everything else differing inside a panel is a caveat."""
 
 
-POOL_KEYS: dict[str, Callable[[Run], Any]] = {
-    "data": lambda run: run.data,
-    "classes": lambda run: (
-        f"{len(run.class_names)} ({run.task})" if run.class_names and run.task else None
-    ),
-}
-"""What runs must share to be pooled; a run that did not record one (it died before writing its
-results) is taken to share it when all the runs that recorded it agree."""
-
-
 def pools(runs: Sequence[Run]) -> dict[Path, str | None]:
-    """Each run's pool, named by what sets it apart (``data=voc2012 · classes=21 (multiclass)``);
-    None for every run when all may be pooled."""
-    parts: dict[Path, list[str]] = {run.path: [] for run in runs}
-    for name, key in POOL_KEYS.items():
-        if len({key(run) for run in runs} - {None}) > 1:
-            for run in runs:
-                parts[run.path].append(f"{name}={key(run) or 'unknown'}")
-    return {path: " · ".join(named) or None for path, named in parts.items()}
+    """Each run's pool, named by what sets it apart (``data=voc2012``, or within one data
+    ``classes=21 (multiclass)``); None for every run when all may be pooled."""
+    named: dict[Path, list[str]] = {run.path: [] for run in runs}
+    for members in _split(runs, "data", lambda run: run.data, named).values():
+        _split(members, "classes", _metric_definition, named)
+    return {path: " · ".join(parts) or None for path, parts in named.items()}
+
+
+def _split(
+    runs: Sequence[Run], name: str, key: Callable[[Run], str | None], named: dict[Path, list[str]]
+) -> dict[str | None, list[Run]]:
+    """``runs`` by their ``key``, each named by it where they differ. A run that did not record
+    it (dead before writing its results) is taken to share it when all the others agree."""
+    values = {key(run) for run in runs} - {None}
+    agreed = next(iter(values)) if len(values) == 1 else None
+    split: dict[str | None, list[Run]] = defaultdict(list)
+    for run in runs:
+        value = key(run) or agreed
+        split[value].append(run)
+        if len(values) > 1:
+            named[run.path].append(f"{name}={value or 'unknown'}")
+    return split
+
+
+def _metric_definition(run: Run) -> str | None:
+    """What the run's mIoU averages over: its task's classes, by count (``21 (multiclass)``)."""
+    return f"{len(run.class_names)} ({run.task})" if run.class_names and run.task else None
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
