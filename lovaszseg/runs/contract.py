@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lovaszseg.runs.atomic import write_json_atomic
+
 RESULTS_FILE = "results.json"
 
 RUNNING = "running"
@@ -85,8 +87,6 @@ def write_results(path: str | Path, payload: Mapping[str, Any]) -> None:
         raise ValueError(
             f"{path}: status {payload.get(STATUS)!r} is not one of {', '.join(STATUSES)}"
         )
-    from lovaszseg.runs.atomic import write_json_atomic  # lazily: the run-files package imports us
-
     write_json_atomic(path, payload)
 
 
