@@ -3,6 +3,8 @@ same batches for any number of workers."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -87,3 +89,44 @@ def test_a_restored_position_starts_the_loader_mid_epoch_then_goes_on_whole(tmp_
     assert same(batches(resumed), epoch2)
     assert same(batches(dm.train_dataloader()), epoch0)  # the position is used once
     assert len(epoch0) == 3
+
+
+@pytest.mark.parametrize(("length", "ranks"), [(10, 3), (8, 2), (2, 4)])
+def test_ranks_take_turns_through_the_single_process_order(length, ranks):
+    """Rank r takes positions r, r + ranks, ... of the one order, padded with its own start as
+    PyTorch's DistributedSampler pads, so each global batch is the same whatever the stops."""
+    alone = list(EpochSampler(length, seed=5, epoch=2))
+    shares = [
+        list(EpochSampler(length, seed=5, epoch=2, num_replicas=ranks, rank=r))
+        for r in range(ranks)
+    ]
+    per_rank = -(-length // ranks)
+    assert all(len(share) == per_rank for share in shares)
+    padded = (alone * ranks)[: per_rank * ranks]
+    assert [shares[i % ranks][i // ranks] for i in range(per_rank * ranks)] == padded
+    assert {index for share in shares for index, _ in share} == set(range(length))
+    assert len(EpochSampler(length, seed=5, num_replicas=ranks, rank=0)) == per_rank
+
+
+def test_a_rank_resumes_its_own_share_part_way():
+    whole = list(EpochSampler(10, seed=5, epoch=1, num_replicas=2, rank=1))
+    sampler = EpochSampler(10, seed=5, epoch=1, start=3, num_replicas=2, rank=1)
+    assert list(sampler) == whole[3:]
+    assert list(sampler) == list(EpochSampler(10, seed=5, epoch=2, num_replicas=2, rank=1))
+    for bad in ({"start": 6}, {"rank": 2}, {"rank": -1}):
+        with pytest.raises(ValueError, match="EpochSampler needs"):
+            EpochSampler(10, seed=5, num_replicas=2, **{"rank": 0, **bad})
+
+
+def test_lightning_keeps_the_sampler_under_ddp_instead_of_wrapping_it():
+    from pytorch_lightning.trainer.connectors.data_connector import _DataConnector
+
+    connection = SimpleNamespace(use_distributed_sampler=True, is_distributed=True)
+    trainer = SimpleNamespace(_accelerator_connector=connection)  # what the check reads
+    loader = torch.utils.data.DataLoader(
+        range(10), sampler=EpochSampler(10, seed=5, num_replicas=2, rank=0)
+    )
+    connector = _DataConnector(trainer)
+    assert not connector._requires_distributed_sampler(loader)
+    plain = torch.utils.data.DataLoader(range(10), shuffle=True)
+    assert connector._requires_distributed_sampler(plain)  # what Lightning would replace
