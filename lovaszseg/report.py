@@ -12,12 +12,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.document import render_markdown, subject
-from lovaszseg.reporting.optuna import Search, find_searches, render_searches, searches_to_dicts
+from lovaszseg.reporting.optuna import describe, find_searches
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
 from lovaszseg.reporting.table import incomplete_table, panel_tables, to_rich
@@ -67,18 +68,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_report(args: argparse.Namespace) -> tuple[Report, list[Search]]:
+def build_report(args: argparse.Namespace) -> tuple[Report, list[dict[str, Any]]]:
     """Load, summarise and write the report files; raises ValueError on bad input."""
     runs = load_runs(args.dirs)
     report = summarise(runs, args.metric, args.baseline, args.by, args.include_incomplete)
     out = args.out or args.dirs[0]
     plot_curves(report, f"{args.metric} per epoch — {subject(report)}", out / FIGURE_NAME)
     searches = find_searches(args.dirs)
-    markdown = render_markdown(report, args.dirs, FIGURE_NAME) + render_searches(searches)
-    write_text_atomic(out / "report.md", markdown)
-    exported = dict(report.summary)
-    if searches:
-        exported["optuna"] = searches_to_dicts(searches)
+    write_text_atomic(out / "report.md", render_markdown(report, args.dirs, FIGURE_NAME, searches))
+    exported = report.summary | ({"optuna": searches} if searches else {})
     write_text_atomic(out / "report.json", json.dumps(exported, indent=2) + "\n")
     return report, searches
 
@@ -99,10 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.summary["incomplete_runs"]:
         console.print(*to_rich(incomplete_table(report), console.width))
     for search in searches:
-        console.print(
-            f"optuna {search.sweep.name}: best {search.best_value:.4f} with {search.best_params}"
-            f" ({search.best_job.name if search.best_job else 'job folder not found'})"
-        )
+        console.print(f"optuna {describe(search)}")
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")
     return 0
 

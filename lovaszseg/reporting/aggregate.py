@@ -175,15 +175,14 @@ def summarise(
         raise ValueError("no runs to report on")
     _check_metric_logged(runs, metric)
     labels, pool = loss_labels(runs), pools(runs)
-    keyed: dict[tuple[str, str | None], list[Run]] = {}
-    for run in runs:
-        keyed.setdefault((pool[run.path] or "", setting_value(run, by) if by else None), [])
-        keyed[pool[run.path] or "", setting_value(run, by) if by else None].append(run)
+    keys = {
+        run.path: (pool[run.path] or "", setting_value(run, by) if by else None) for run in runs
+    }
     panels, headings = [], []
-    for (apart, value), members in sorted(keyed.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        parts = [p for p in (apart, f"{by}={value}" if by else "") if p]
-        headings.append(" · ".join(parts) or None)
-        by_value = value if not apart else " · ".join(p for p in (apart, value) if p)
+    for apart, value in sorted(set(keys.values()), key=lambda key: (key[0], str(key[1]))):
+        members = [run for run in runs if keys[run.path] == (apart, value)]
+        headings.append(" · ".join(p for p in (apart, f"{by}={value}" if by else "") if p) or None)
+        by_value = " · ".join(p for p in (apart, value) if p) if apart else value
         frame = _scores(members, labels, metric, include_incomplete)
         panels.append(_panel(by_value, members, frame, baseline, by))
     known = sorted({g["label"] for p in panels for g in p["groups"]})

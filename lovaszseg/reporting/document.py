@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lovaszseg.reporting.aggregate import Report
+from lovaszseg.reporting.optuna import describe
 from lovaszseg.reporting.table import incomplete_table, panel_tables, to_markdown
 
 READING_GUIDE = (
@@ -32,7 +34,9 @@ def subject(report: Report) -> str:
     return f"{', '.join(data)} · {', '.join(model)}"
 
 
-def render_markdown(report: Report, sources: Sequence[Path], figure_name: str) -> str:
+def render_markdown(
+    report: Report, sources: Sequence[Path], figure_name: str, searches: Sequence[dict[str, Any]]
+) -> str:
     runs = sum(len(g["runs"]) for p in report.panels for g in p["groups"])
     by = report.summary["by"]
     lines = [
@@ -55,4 +59,6 @@ def render_markdown(report: Report, sources: Sequence[Path], figure_name: str) -
             lines += ["", *(f"- {note}" for note in panel["notes"])]
     if report.summary["incomplete_runs"]:
         lines += ["", "## Incomplete runs", "", to_markdown(incomplete_table(report))]
+    if searches:
+        lines += ["", "## Optuna searches", "", *(f"- {describe(s)}" for s in searches)]
     return "\n".join(lines) + "\n"

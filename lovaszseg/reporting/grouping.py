@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -78,14 +79,8 @@ def is_under(key: str, prefix: str) -> bool:
 
 def differing_keys(settings: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Keys whose values are not the same in all ``settings``, with their distinct values."""
-    settings = list(settings)
-    keys = sorted({key for s in settings for key in s})
-    differing = {}
-    for key in keys:
-        values = {str(s.get(key, UNSET)) for s in settings}
-        if len(values) > 1:
-            differing[key] = sorted(values)
-    return differing
+    table = pd.DataFrame([{k: str(v) for k, v in s.items()} for s in settings]).fillna(UNSET)
+    return {key: sorted(table[key].unique()) for key in sorted(table) if table[key].nunique() > 1}
 
 
 def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:

@@ -46,7 +46,6 @@ class Run:
     task: str | None = None
     data: str | None = None
     model: str | None = None
-    experiment: str | None = None
     class_names: tuple[str, ...] = ()
     curves: Curves = field(default_factory=dict)
     results: Mapping[str, Any] | None = None
@@ -109,7 +108,6 @@ def load_run(path: Path) -> Run:
         or _task_from_class_count(config_data, class_names),
         data=results.get("data") or choices.get("data"),
         model=results.get("model") or choices.get("model"),
-        experiment=results.get("experiment") or choices.get("experiment"),
         class_names=class_names,
         curves=curves,
         results=results or None,

@@ -144,3 +144,23 @@ def test_run_dead_in_its_first_epoch_is_listed_and_tables_fit_80_columns(
             assert cell in printed, cell
         # the dead run: loss, seed, status, 0 epochs logged, no score (its long path may fold)
         assert re.search(r"\sbce\s+9\s+incomplete\s+0\s+n/a\s", printed), printed
+
+
+def test_an_optuna_search_is_named_with_its_best_trial_and_job(tmp_path, capsys):
+    sweep = write_sweep(
+        tmp_path / "search",
+        [{"loss": "bce", "seed": s, "miou": road_curve(0.7 + 0.01 * s)} for s in (1, 2, 3)],
+    )
+    (sweep / "optimization_results.yaml").write_text("best_params: {seed: 2}\nbest_value: 0.72\n")
+    assert main([str(sweep)]) == 0
+    (search,) = json.loads((sweep / "report.json").read_text())["optuna"]
+    assert search == {
+        "sweep": str(sweep.resolve()),
+        "trials": 3,
+        "best_value": 0.72,
+        "best_params": {"seed": 2},
+        "best_job": str((sweep / "1").resolve()),
+    }
+    expected = f"- `{sweep.resolve()}`: 3 trials, best value 0.7200 with `seed=2` (1)"
+    assert expected in (sweep / "report.md").read_text().splitlines()
+    assert "optuna" in capsys.readouterr().out
