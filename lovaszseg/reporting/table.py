@@ -161,7 +161,7 @@ def paired_guide(pairs) -> str:
 
 
 def to_markdown(table: Table) -> str:
-    align = ["left" if i <= table.label_column else "right" for i in range(table.cells.shape[1])]
+    align = ["left" if i == table.label_column else "right" for i in range(table.cells.shape[1])]
     cells = table.cells.map(lambda cell: cell.replace("|", r"\|"))
     return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
 
