@@ -491,7 +491,8 @@ int lovasz_rows(const Spec *sp, int64_t parts, int64_t buckets, const int64_t *g
                     uint32_t key = keys[j];
                     items[cursor[key >> sh]++] = ((uint64_t)key << 32) | (index + (uint32_t)j);
                 }
-                memcpy(position + offsets[t], room + 4 * kept[t], sizeof(int32_t) * (size_t)kept[t]);
+                if (kept[t] > 0) /* an empty call's buffers may be NULL: memcpy must not see them */
+                    memcpy(position + offsets[t], room + 4 * kept[t], sizeof(int32_t) * (size_t)kept[t]);
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < R * ranges; t++) {

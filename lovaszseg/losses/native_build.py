@@ -48,7 +48,13 @@ _SOURCE = _HERE / "_native.c"
 COMPILE_FLAGS = ["-O3", "-std=c11", "-fPIC", "-fno-trapping-math"]
 VARIANTS = {"openmp": ["-fopenmp"], "serial": []}
 # -O1 keeps the reports' stacks readable; the sanitizers trap on the first error.
-SANITIZE_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+SANITIZE_FLAGS = [
+    "-O1",
+    "-g",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+]
 _RUNTIME_NAME = re.compile(r"^lib(gomp|iomp5|omp)([-.][^/]*)?\.so[^/]*$")
 
 
