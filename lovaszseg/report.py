@@ -2,7 +2,8 @@
 
 Reads the runs' metrics.csv / results.json / .hydra, and writes ``miou_per_epoch.png``,
 ``report.md`` and ``report.json`` into ``--out`` (default: the first directory given), then
-prints the ranked table. Bad input exits with status 2 and a message naming the path.
+prints the ranked table. Runs of different data or metric definitions are always compared
+apart, in panels of their own. Bad input exits with status 2 and a message naming the path.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--by",
         metavar="KEY",
-        help="config key or group choice to compare separately, "
-        "e.g. data.synthetic.difficulty or data",
+        help="config key or group choice to compare separately, e.g. data.synthetic.difficulty "
+        "(runs of different data or classes are always compared apart)",
     )
     parser.add_argument(
         "--include-incomplete",
