@@ -10,6 +10,7 @@ import pytest
 
 from lovaszseg.report import main
 from lovaszseg.reporting.plot import MIN_SPAN_POINTS
+from lovaszseg.runs import contract
 from tests.reporting.fakes import road_curve, write_run
 
 VOC_CLASSES = ("background", "cat", "dog")
@@ -68,6 +69,11 @@ def test_failed_running_and_cut_short_runs_are_named_so_and_not_counted(tmp_path
     write_run(runs / "running", loss="bce", seed=3, miou=[0.6], status="running")
     write_run(runs / "stopped", loss="bce", seed=4, miou=[0.65], status="interrupted")
     write_run(runs / "dead", loss="bce", seed=5, miou=[0.3], complete=False)
+    refused = write_run(runs / "refused", loss="bce", seed=6, miou=[0.3], complete=False)
+    (refused / "metrics.csv").unlink()  # refused at the config check: what train leaves behind
+    contract.write_results(
+        refused / "results.json", {"status": "failed", "error": "ValueError: data.batch_size"}
+    )
     (panel,) = report_of(tmp_path)["panels"]
     (group,) = panel["groups"]
     statuses = {r["path"].rsplit("/", 1)[1]: (r["status"], r["counted"]) for r in group["runs"]}
@@ -77,11 +83,13 @@ def test_failed_running_and_cut_short_runs_are_named_so_and_not_counted(tmp_path
         "running": ("running", False),
         "stopped": ("incomplete", False),
         "dead": ("incomplete", False),
+        "refused": ("failed", False),
     }
     assert group["best"]["values"] == [0.70]
     listed = (tmp_path / "out" / "report.md").read_text().split("## Incomplete runs")[1]
     rows = [[cell.strip() for cell in line.split("|")] for line in listed.splitlines()]
-    for name, status in (("failed", "failed"), ("running", "running"), ("stopped", "incomplete")):
+    named = {"failed": "failed", "running": "running", "stopped": "incomplete", "refused": "failed"}
+    for name, status in named.items():
         assert any(str(runs / name) in row and status in row for row in rows), name
 
 
