@@ -235,17 +235,27 @@ def main() -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every launch")
     parser.add_argument("--jobs", type=int, default=1, help="trials run side by side")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep --workdir's reference run (and its data) from an earlier call; the trials "
+        "go beside it",
+    )
     args = parser.parse_args()
 
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
     reference = args.workdir / "reference"
-    start = time.monotonic()
-    code = finish(launch(args.workdir, reference, args.threads), "the reference")
-    args.reference_s = time.monotonic() - start
-    if code != 0 or json.loads((reference / "results.json").read_text())["status"] != "completed":
-        print(f"the reference run failed ({code}); see {args.workdir}/*.launches.log")
-        return 2
+    timing = args.workdir / "reference_s.txt"
+    if not (args.reuse and timing.is_file()):
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        args.workdir.mkdir(parents=True)
+        start = time.monotonic()
+        code = finish(launch(args.workdir, reference, args.threads), "the reference")
+        timing.write_text(f"{time.monotonic() - start:.1f}\n")
+        summary = json.loads((reference / "results.json").read_text())
+        if code != 0 or summary["status"] != "completed":
+            print(f"the reference run failed ({code}); see {args.workdir}/*.launches.log")
+            return 2
+    args.reference_s = float(timing.read_text())
     args.durations = [args.reference_s * (1 + args.jobs) / 2]  # side by side, runs take longer
     print(f"reference: {args.reference_s:.0f} s; kills drawn from [0, a run's median duration)")
 
