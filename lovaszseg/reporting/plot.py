@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 import matplotlib
-import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -61,7 +61,7 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
         labels,
         loc="outside right upper",
         fontsize="small",
-        title="loss: mean, min–max band\nthin: single seeds\ndashed: incomplete",
+        title="loss: mean, min–max band\nthin: single seeds\ndashed: not counted",
         title_fontsize="small",
         alignment="left",
     )
@@ -89,11 +89,9 @@ def _draw_panel(ax, curves: Curves, heading: str | None, colours: dict[str, tupl
     for label, group in curves.items():
         for style, counted in (("-", True), ("--", False)):
             for curve in group[counted]:
-                epochs, values = _curve(curve)
-                marker = "o" if len(epochs) == 1 else None  # a run killed after one epoch
-                ax.plot(
-                    epochs, values, style, marker=marker, color=colours[label], lw=0.8, alpha=0.45
-                )
+                line = 100.0 * pd.Series(curve).sort_index()
+                marker = "o" if len(line) == 1 else None  # a run killed after one epoch
+                ax.plot(line, style, marker=marker, color=colours[label], lw=0.8, alpha=0.45)
         _draw_mean_and_band(ax, group[True], colours[label])
     if heading is not None:
         ax.set_title(heading)
@@ -133,21 +131,12 @@ def _shade_last_third(ax, curves: list[dict[int, float]]) -> None:
 
 def _draw_mean_and_band(ax, curves: list[dict[int, float]], colour: tuple) -> None:
     """Mean and min–max over the counted runs, at the epochs all of them reached."""
-    curves = [c for c in curves if c]
-    if not curves:
+    table = 100.0 * pd.DataFrame([c for c in curves if c]).T.sort_index().dropna()
+    if table.empty:
         return
-    epochs = sorted(set.intersection(*(set(c) for c in curves)))
-    if not epochs:
-        return
-    stacked = np.array([[100.0 * c[e] for e in epochs] for c in curves])
-    ax.plot(epochs, stacked.mean(axis=0), color=colour, linewidth=2.2)
-    if len(curves) > 1:
-        ax.fill_between(epochs, stacked.min(axis=0), stacked.max(axis=0), color=colour, alpha=0.18)
-
-
-def _curve(curve: dict[int, float]) -> tuple[list[int], list[float]]:
-    epochs = sorted(curve)
-    return epochs, [100.0 * curve[e] for e in epochs]
+    ax.plot(table.index, table.mean(axis=1), color=colour, linewidth=2.2)
+    if table.shape[1] > 1:
+        ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.18)
 
 
 def _legend_entries(report: Report, colours: dict[str, tuple]) -> tuple[list, list[str]]:

@@ -39,64 +39,71 @@ def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> lis
     """The ranking, then per-class IoU, its Δ, and the comparisons paired by seed, where they
     apply."""
     suffix = f" — {heading}" if heading else ""
-    groups, base = panel["groups"], panel["baseline"]
-    classes = panel["class_names"]
-    columns = classes if len(classes) <= MAX_CLASS_COLUMNS else []
-    ranking = [
-        {
-            "#": str(g["rank"] or "–"),
-            "loss": g["label"],
-            "n": f"{g['n']} (+{g['n_incomplete_left_out']})"
-            if g["n_incomplete_left_out"]
-            else str(g["n"]),
-            f"best {metric} (%)": mean_std(g["best"]),
-            f"Δ vs {base or 'baseline'} (pp)": "baseline"
-            if g["is_baseline"]
-            else signed(g["delta_vs_baseline"], 100.0, 2),
-            "Δ/σ": "–" if g["is_baseline"] else signed(g["delta_in_pooled_std"], 1.0, 1),
-            **{f"IoU {n} (%)": mean_std(g["per_class_iou"].get(n)) for n in columns},
-            "best epoch": value_range(g["best_epoch"]),
-            "epochs": value_range(g["epochs"]),
-            "gain over last ⅓ (pp)": mean_std(g["last_third_gain"]),
-            "time / run": duration(g["wall_time_s"]["mean"] if g["wall_time_s"] else None),
-        }
-        for g in groups
-    ]
-    tables = [Table(f"Best {metric}{suffix}", pd.DataFrame(ranking))]
+    groups, base, classes = panel["groups"], panel["baseline"], panel["class_names"]
     scored = [g for g in groups if g["best"]]
-    if not columns:
-        tables.append(_by_class("Per-class IoU (%)" + suffix, classes, scored, _class_iou))
     compared = [g for g in scored if not g["is_baseline"] and g["per_class_delta_vs_baseline"]]
-    tables.append(
-        _by_class(f"Per-class IoU Δ vs {base} (pp, Δ/σ){suffix}", classes, compared, _delta)
-    )
-    paired = [g for g in groups if g["paired_vs_baseline"] is not None]
-    if paired:
-        rows = [
-            {
-                "loss": g["label"],
-                "seeds": " / ".join(str(seed) for seed in g["paired_vs_baseline"]["seeds"]),
-                f"Δ {metric} per seed (pp)": " / ".join(
-                    signed(d, 100.0, 2) for d in g["paired_vs_baseline"]["deltas"]
-                ),
-                "mean Δ (pp)": signed(g["paired_vs_baseline"]["mean"], 100.0, 2),
-                "paired t": signed(g["paired_vs_baseline"]["t"], 1.0, 2),
-                "p": p_value(g["paired_vs_baseline"]["p"]),
-            }
-            for g in paired
-        ]
-        title = f"Paired by seed: Δ {metric} vs {base}{suffix}"
-        guide = paired_guide(g["paired_vs_baseline"]["n"] for g in paired)
-        tables.append(Table(title, pd.DataFrame(rows), label_column=0, guide=guide))
-    tables.append(
+    tables = [
+        ranking_table(panel, metric, suffix),
+        _by_class("Per-class IoU (%)" + suffix, classes, scored, _class_iou)
+        if len(classes) > MAX_CLASS_COLUMNS
+        else None,
+        _by_class(f"Per-class IoU Δ vs {base} (pp, Δ/σ){suffix}", classes, compared, _delta),
+        paired_table(panel, metric, suffix),
         _by_class(
             f"Paired by seed: per-class IoU Δ vs {base} (pp; paired t, p){suffix}",
             classes,
             [g for g in groups if g["per_class_paired_vs_baseline"]],
             _paired,
-        )
-    )
+        ),
+    ]
     return [table for table in tables if table is not None]
+
+
+def ranking_table(panel: dict[str, Any], metric: str, suffix: str) -> Table:
+    """One row per loss group, best mean first, with Δ to the panel's baseline."""
+    classes = panel["class_names"] if len(panel["class_names"]) <= MAX_CLASS_COLUMNS else []
+    rows = [
+        {
+            "#": str(g["rank"] or "–"),
+            "loss": g["label"],
+            "n": f"{g['n']} (+{left})" if (left := g["n_incomplete_left_out"]) else str(g["n"]),
+            f"best {metric} (%)": mean_std(g["best"]),
+            f"Δ vs {panel['baseline'] or 'baseline'} (pp)": "baseline"
+            if g["is_baseline"]
+            else signed(g["delta_vs_baseline"], 100.0, 2),
+            "Δ/σ": "–" if g["is_baseline"] else signed(g["delta_in_pooled_std"], 1.0, 1),
+            **{f"IoU {n} (%)": mean_std(g["per_class_iou"].get(n)) for n in classes},
+            "best epoch": value_range(g["best_epoch"]),
+            "epochs": value_range(g["epochs"]),
+            "gain over last ⅓ (pp)": mean_std(g["last_third_gain"]),
+            "time / run": duration(g["wall_time_s"]["mean"] if g["wall_time_s"] else None),
+        }
+        for g in panel["groups"]
+    ]
+    return Table(f"Best {metric}{suffix}", pd.DataFrame(rows))
+
+
+def paired_table(panel: dict[str, Any], metric: str, suffix: str) -> Table | None:
+    """Each group against the baseline's run of the same seed: the differences, seed by seed,
+    their mean, and the paired t-test (two-sided p); None when no group pairs up."""
+    paired = [(g["label"], g["paired_vs_baseline"]) for g in panel["groups"]]
+    rows = [
+        {
+            "loss": label,
+            "seeds": " / ".join(str(seed) for seed in test["seeds"]),
+            f"Δ {metric} per seed (pp)": " / ".join(signed(d, 100.0, 2) for d in test["deltas"]),
+            "mean Δ (pp)": signed(test["mean"], 100.0, 2),
+            "paired t": signed(test["t"], 1.0, 2),
+            "p": p_value(test["p"]),
+        }
+        for label, test in paired
+        if test is not None
+    ]
+    if not rows:
+        return None
+    title = f"Paired by seed: Δ {metric} vs {panel['baseline']}{suffix}"
+    guide = paired_guide(test["n"] for _, test in paired if test is not None)
+    return Table(title, pd.DataFrame(rows), label_column=0, guide=guide)
 
 
 def incomplete_table(report: Report) -> Table:
