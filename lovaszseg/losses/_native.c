@@ -647,11 +647,14 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
 }
 
 /* exp(x) for x <= 0 (Cephes' expf: Cody-Waite reduction and a degree-6 polynomial, within a
- * few ulp), flushed to 0 below the smallest normal float; branch-free so that it vectorises. */
+ * few ulp), flushed to 0 below the smallest normal float, NaN for NaN (a NaN or infinite logit
+ * makes its pixel's probabilities NaN, as torch.softmax does; converting NaN to an integer
+ * would be undefined); branch-free so that it vectorises. */
 static inline float exp_nonpositive(float x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds */
+    int nan = x != x;
     float tiny = x < -87.33654f;
-    x = x < -87.33654f ? -87.33654f : x;
+    x = x < -87.33654f ? -87.33654f : (nan ? 0.0f : x);
     float n = (x * 1.44269504089f + magic) - magic;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -665,7 +668,7 @@ static inline float exp_nonpositive(float x) {
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, 4);
-    return tiny ? 0.0f : p * scale;
+    return nan ? NAN : (tiny ? 0.0f : p * scale);
 }
 
 #define SOFTMAX_CHUNK 256

@@ -149,3 +149,15 @@ def test_the_kernels_softmax_is_as_accurate_as_atens(kernel, shape):
     aten = torch.softmax(x, 1).double()
     assert (ours - exact).abs().max() <= 2 * (aten - exact).abs().max() + 1e-7
     torch.testing.assert_close(ours.sum(1), torch.ones_like(ours.sum(1)), rtol=0, atol=1e-5)
+
+
+@pytest.mark.path("native")
+def test_the_kernels_softmax_of_a_nan_or_infinite_logit_is_atens():
+    """A NaN or +inf logit makes its pixel's probabilities NaN, -inf makes its class's 0 (as
+    torch.softmax); the other pixels are untouched."""
+    x = torch.randn(2, 3, 300, generator=torch.Generator().manual_seed(11))
+    x[0, 1, 7], x[0, 2, 280], x[1, 0, 0] = float("nan"), float("inf"), float("-inf")
+    ours, aten = native.softmax(x.contiguous()), torch.softmax(x, 1)
+    assert torch.equal(ours.isnan(), aten.isnan()) and int(aten.isnan().sum()) == 6
+    torch.testing.assert_close(ours.nan_to_num(), aten.nan_to_num(), rtol=1e-5, atol=1e-7)
+    assert ours[1, 0, 0] == 0
