@@ -1,0 +1,135 @@
+"""A SLURM job whose time limit runs out before its training does: signalled before the limit,
+requeued by submitit, resumed to completion with nothing lost (the path a cluster's ``--time``
+takes).
+
+submitit asks SLURM for ``--signal=USR2@<signal_delay_s>``: that long before the limit SLURM
+sends SIGUSR2, submitit's handler in the first task finds the job timed out, requeues it
+(``scontrol requeue``, which also sends the tasks SIGTERM), and the same batch script runs again
+in the same run folder, where ``auto_resume=true`` picks up ``last.ckpt``. The limit is cut short
+once training is under way (``scontrol update TimeLimit``): SLURM may signal up to a minute
+before the time asked for, and a signal during the first try's imports, before submitit's handler
+exists, would only kill the job. ``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``);
+elsewhere the test skips unless ``srun`` answers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.train.entry import FAST, epochs_with, metric_rows, results
+from tests.train.slurm import SLURM_CPU_JOB, submitted_job_ids
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
+
+EPOCHS = 20  # long enough to be running still when SLURM gets round to the signal
+# submitit counts a signal as a time-out once the job has run 80% of its limit or all but 10
+# minutes of it, whichever is less: with 10 minutes, any signal is a time-out
+TIMEOUT_MIN = 10
+SIGNAL_DELAY_S = 120
+
+
+def scontrol(*arguments: str) -> None:
+    subprocess.run(["scontrol", *arguments], check=True, timeout=30)
+
+
+def squeue(job_id: str, field: str) -> str:
+    command = ["squeue", "--noheader", f"--format={field}", "--jobs", job_id]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def elapsed_s(job_id: str) -> int:
+    """The job's run time, from squeue's [[D-]H:]M:SS."""
+    days, _, clock = squeue(job_id, "%M").rpartition("-")
+    seconds = 0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds + int(days or 0) * 86400
+
+
+def cut_time_limit(job_id: str) -> None:
+    """Leave the job less than ``SIGNAL_DELAY_S`` before its limit: SLURM signals it at once."""
+    limit_min = math.ceil(elapsed_s(job_id) / 60) + 1
+    scontrol("update", f"JobId={job_id}", f"TimeLimit={limit_min}")
+
+
+def restore_and_release_when_requeued(job_id: str) -> None:
+    """The requeued job gets its limit back and starts at once (SLURM holds a requeued job for
+    two minutes)."""
+    deadline = time.monotonic() + 300
+    while squeue(job_id, "%T") != "PENDING":
+        assert time.monotonic() < deadline, f"job {job_id} was not requeued within 300 s"
+        time.sleep(0.5)
+    scontrol("update", f"JobId={job_id}", f"TimeLimit={TIMEOUT_MIN}", "StartTime=now")
+
+
+def submitit_logs(sweep_dir) -> str:
+    """Everything submitit's tasks logged, in every try."""
+    logs = sorted((sweep_dir / ".submitit").glob("*/*_log.*"))
+    return "\n".join(path.read_text(errors="replace") for path in logs)
+
+
+def training_under_way(root) -> bool:
+    """Epoch 0 is saved: submitit's signal handler is in place (it comes before the training)."""
+    return any((root / "multirun" / "train").glob("*/0*/checkpoints/last.ckpt"))
+
+
+def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "lovaszseg.train",
+        "--multirun",
+        *FAST,
+        f"paths.data_dir={data_dir}",
+        *SLURM_CPU_JOB,
+        f"hydra.launcher.timeout_min={TIMEOUT_MIN}",
+        f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
+        "hydra.launcher.max_num_timeout=2",
+        f"trainer.max_epochs={EPOCHS}",
+        "auto_resume=true",
+    ]
+    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    sweep = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while not training_under_way(tmp_path):
+            assert sweep.poll() is None, "the sweep ended before its job trained an epoch"
+            assert time.monotonic() < deadline, "no epoch trained within 400 s"
+            time.sleep(0.2)
+        (sweep_dir,) = (tmp_path / "multirun" / "train").glob("*")
+        (job_id,) = submitted_job_ids(sweep_dir)
+        cut_time_limit(job_id)
+        restore_and_release_when_requeued(job_id)
+        _, stderr = sweep.communicate(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stderr[-3000:]
+
+    logs = submitit_logs(sweep_dir)
+    assert "Caught signal SIGUSR2" in logs and "this job is timed-out" in logs, logs[-3000:]
+    assert f"Requeued job {job_id}" in logs, logs[-3000:]
+    (job_dir,) = sweep_dir.glob("0*")
+    assert "resuming from" in (job_dir / "train.log").read_text()
+
+    summary = results(job_dir)
+    assert (summary["status"], summary["world_size"]) == ("completed", 2)
+    rows = metric_rows(job_dir)
+    assert epochs_with(rows, "val/mIoU") == list(range(EPOCHS))
+    assert epochs_with(rows, "train/loss") == list(range(EPOCHS))
+    scores = {int(r["epoch"]): float(r["val/mIoU"]) for r in rows if r.get("val/mIoU")}
+    best_epoch = max(scores, key=lambda e: (scores[e], -e))
+    assert (summary["best"]["epoch"], summary["final"]["epoch"]) == (best_epoch, EPOCHS - 1)
+    last = torch.load(job_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (EPOCHS - 1, 2 * EPOCHS)
+    best = torch.load(job_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["epoch"] == best_epoch
