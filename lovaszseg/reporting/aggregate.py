@@ -34,6 +34,19 @@ from lovaszseg.runs import contract
 AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
 """Baseline per task when none is named: the plain cross-entropy PaddleSeg compares against."""
 
+RUN_KEYS = (
+    "path",
+    "loss",
+    "seed",
+    "status",
+    "best",
+    "best_epoch",
+    "per_class_iou",
+    "epochs",
+    "last_third_gain",
+)
+"""What report.json says of each run (with ``counted`` after the status)."""
+
 SPREADS = ("best_epoch", "epochs", "wall_time_s")
 """Per-run columns summarised per group besides the score, the classes and the plateau gain."""
 
@@ -69,8 +82,14 @@ def spread(values: pd.Series) -> dict[str, Any] | None:
     if not present:
         return None
     mean, std = fmean(present), sample_std(present)
-    return {"n": len(present), "mean": mean, "std": std, "min": min(present),
-            "max": max(present), "values": present}  # fmt: skip
+    return {
+        "n": len(present),
+        "mean": mean,
+        "std": std,
+        "min": min(present),
+        "max": max(present),
+        "values": present,
+    }
 
 
 def pooled_std(a: dict[str, Any], b: dict[str, Any]) -> float | None:
@@ -127,8 +146,9 @@ def last_third_gain(curve: dict[int, float]) -> float | None:
 
 def iou_names(run: Run) -> tuple[str, ...]:
     """The run's classes, then any other IoU it logged (``road_thin``, ``road_wide``)."""
-    logged = (contract.class_of_iou_key(key) for key in run.curves)
-    return (*run.class_names, *sorted(n for n in logged if n and n not in run.class_names))
+    classes = {contract.class_iou_key(name) for name in run.class_names}
+    logged = (contract.class_of_iou_key(key) for key in run.curves if key not in classes)
+    return (*run.class_names, *sorted(name for name in logged if name))
 
 
 def score_run(run: Run, metric: str) -> dict[str, Any]:
@@ -142,11 +162,18 @@ def score_run(run: Run, metric: str) -> dict[str, Any]:
     planned = _int_or_none((run.results or {}).get("epochs"))
     if curve:
         epoch = max(curve, key=lambda e: (curve[e], -e))
-        iou = {n: c[epoch] for n in iou_names(run)
-               if epoch in (c := run.curves.get(contract.class_iou_key(n), {}))}  # fmt: skip
-        return record | {"best": curve[epoch], "best_epoch": epoch, "per_class_iou": iou,
-                         "epochs": planned or max(curve) + 1,
-                         "last_third_gain": last_third_gain(curve)}  # fmt: skip
+        iou = {
+            name: logged[epoch]
+            for name in iou_names(run)
+            if epoch in (logged := run.curves.get(contract.class_iou_key(name), {}))
+        }
+        return record | {
+            "best": curve[epoch],
+            "best_epoch": epoch,
+            "per_class_iou": iou,
+            "epochs": planned or max(curve) + 1,
+            "last_third_gain": last_third_gain(curve),
+        }
     best = (run.results or {}).get(contract.BEST) or {}
     value = best.get(metric)
     iou = best.get(contract.PER_CLASS_IOU) if metric == contract.VAL_MIOU else None
@@ -239,8 +266,7 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
     counted = members[members["counted"]]
     names = dict.fromkeys(name for iou in counted["per_class_iou"] for name in iou)
     per_class = {n: s for n in names if (s := spread(counted[f"iou:{n}"]))}
-    run_keys = ["path", "loss", "seed", "status", "counted", "best", "best_epoch",
-                "per_class_iou", "epochs", "last_third_gain"]  # fmt: skip
+    run_keys = [*RUN_KEYS[:4], "counted", *RUN_KEYS[4:]]
     runs = pd.concat([counted, members[~members["counted"]]])[run_keys]
     return {
         "rank": None,
@@ -272,7 +298,10 @@ def _pick_baseline(
         if name is None:
             return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
     if name not in by_label:
-        return None, f"no `{name}` runs here, so there is no Δ to the baseline (name one with --baseline)"  # fmt: skip
+        return (
+            None,
+            f"no `{name}` runs here, so there is no Δ to the baseline (name one with --baseline)",
+        )
     if by_label[name]["best"] is None:
         return None, f"`{name}` has no finished runs, so there is no Δ to the baseline"
     return by_label[name], None

@@ -150,7 +150,8 @@ def _paired(group: dict[str, Any], name: str) -> str:
     paired = group["per_class_paired_vs_baseline"].get(name)
     if paired is None:
         return NA
-    return f"{signed(paired['mean'], 100.0, 2)} ({signed(paired['t'], 1.0, 1)}, {p_value(paired['p'])})"  # fmt: skip
+    mean, t = signed(paired["mean"], 100.0, 2), signed(paired["t"], 1.0, 1)
+    return f"{mean} ({t}, {p_value(paired['p'])})"
 
 
 def paired_guide(pairs) -> str:

@@ -266,3 +266,13 @@ def test_repeated_or_missing_seeds_are_left_out_of_the_pairs(tmp_path):
     (panel,) = summarise(load_runs([sweep])).panels
     paired = group(panel, "lovasz_hinge")["paired_vs_baseline"]
     assert paired["seeds"] == [1] and paired["deltas"] == pytest.approx([0.01])
+
+
+def test_a_class_name_with_a_space_is_read_from_the_column_training_logs(tmp_path):
+    run = write_run(tmp_path / "r", loss="ce", seed=1, miou=[0.5], classes=("sky", "potted plant"))
+    metrics = run / "metrics.csv"  # the module logs val/IoU_potted_plant (no space in a column)
+    metrics.write_text(metrics.read_text().replace("val/IoU_potted plant", "val/IoU_potted_plant"))
+    (panel,) = summarise(load_runs([run])).panels
+    assert panel["class_names"] == ["sky", "potted plant"]
+    (group,) = panel["groups"]
+    assert group["per_class_iou"]["potted plant"]["mean"] == pytest.approx(2 * 0.5 - 0.97)

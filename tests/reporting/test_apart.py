@@ -23,10 +23,20 @@ def report_of(tmp_path, *args: str) -> dict:
 
 def test_runs_of_different_data_are_never_pooled(tmp_path):
     for seed in (1, 2):  # the case: lovasz_softmax on roads and on VOC
-        write_run(tmp_path / "runs" / f"roads{seed}", loss="lovasz_softmax", seed=seed,
-                  miou=road_curve(0.80 + 0.01 * seed))  # fmt: skip
-        write_run(tmp_path / "runs" / f"voc{seed}", loss="lovasz_softmax", seed=seed,
-                  miou=road_curve(0.30 + 0.01 * seed), classes=VOC_CLASSES, data="synthetic_voc")  # fmt: skip
+        write_run(
+            tmp_path / "runs" / f"roads{seed}",
+            loss="lovasz_softmax",
+            seed=seed,
+            miou=road_curve(0.80 + 0.01 * seed),
+        )
+        write_run(
+            tmp_path / "runs" / f"voc{seed}",
+            loss="lovasz_softmax",
+            seed=seed,
+            miou=road_curve(0.30 + 0.01 * seed),
+            classes=VOC_CLASSES,
+            data="synthetic_voc",
+        )
     report = report_of(tmp_path)
     panels = {p["by_value"]: p for p in report["panels"]}
     assert list(panels) == ["data=synthetic_roads", "data=synthetic_voc"]
@@ -43,8 +53,14 @@ def test_runs_of_different_data_are_never_pooled(tmp_path):
 
 def test_runs_of_one_data_scored_over_other_classes_are_not_pooled(tmp_path):
     for classes in (("background", "road"), VOC_CLASSES):
-        write_run(tmp_path / "runs" / str(len(classes)), loss="ce", seed=1, miou=road_curve(0.5),
-                  classes=classes, data="custom")  # fmt: skip
+        write_run(
+            tmp_path / "runs" / str(len(classes)),
+            loss="ce",
+            seed=1,
+            miou=road_curve(0.5),
+            classes=classes,
+            data="custom",
+        )
     report = report_of(tmp_path, "--by", "data.difficulty")
     assert [p["by_value"] for p in report["panels"]] == [
         "classes=2 (binary) · hard",
