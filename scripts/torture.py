@@ -179,6 +179,7 @@ def random_trial(
 ) -> None:
     while True:
         delay = rng.uniform(0, statistics.median(args.durations))
+        start = time.monotonic()
         proc = launch(workdir, run_dir, args.threads)
         try:
             proc.wait(timeout=delay)
@@ -188,6 +189,7 @@ def random_trial(
             trial.kills.append(f"SIGKILL at {delay:.1f} s, {where(run_dir)}")
         else:
             trial.kills.append(f"finished before the kill at {delay:.1f} s")
+            args.durations.append(time.monotonic() - start)
             break
         if len(trial.kills) >= args.max_kills or rng.random() >= args.again:
             args.durations.append(run_to_completion(trial, workdir, run_dir, args.threads))
@@ -256,11 +258,12 @@ def main() -> int:
             print(f"the reference run failed ({code}); see {args.workdir}/*.launches.log")
             return 2
     args.reference_s = float(timing.read_text())
-    args.durations = [args.reference_s * (1 + args.jobs) / 2]  # side by side, runs take longer
+    args.durations = [args.reference_s]
     print(f"reference: {args.reference_s:.0f} s; kills drawn from [0, a run's median duration)")
 
     def random_one(number: int) -> Trial:
         trial, run_dir = Trial(f"random {number}"), args.workdir / f"random_{number}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # left by an earlier call
         random_trial(trial, args.workdir, run_dir, args, random.Random(args.seed * 10_000 + number))
         trial.problems += problems_against(run_dir, reference)
         report(trial)
@@ -295,6 +298,7 @@ def main() -> int:
 
 def run_targeted(trial: Trial, args: argparse.Namespace, reference: Path, fault: str) -> None:
     run_dir = args.workdir / f"targeted_{fault.replace(':', '_')}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # left by an earlier call
     targeted_trial(trial, args.workdir, run_dir, fault, args.threads)
     if trial.fault_reached and not trial.problems:
         trial.problems += problems_against(run_dir, reference)
