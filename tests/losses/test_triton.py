@@ -1,0 +1,72 @@
+"""The Triton prologue and epilogue (``engine_triton``) against the engine's PyTorch versions,
+run by Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``, in a fresh process: the
+variable is read when Triton is imported), on tiny rows that span several blocks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("triton")
+pytestmark = pytest.mark.path("torch")
+
+_COMPARE = r"""
+import json, torch
+from lovaszseg.losses import engine, engine_triton
+g = torch.Generator().manual_seed(0)
+out = {}
+for rows, length in [(1, 1), (3, 37), (2, 64), (4, 130)]:
+    errors = torch.rand(rows, length, generator=g) * 3 - 0.5  # some negative: sorted last
+    flat = errors.view(-1)
+    special = [0.0, float("nan"), float("inf"), 1e-40, torch.finfo(torch.float32).tiny, 1.0, 1.0]
+    flat[: min(len(special), flat.numel())] = torch.tensor(special)[: flat.numel()]
+    foreground = torch.rand(rows, length, generator=g) < 0.4
+    assert engine_triton.usable(errors)
+    keys = engine_triton.sort_keys(errors, foreground, block=16)
+    expected_keys = engine.sort_keys(errors, foreground)
+    sorted_keys, _ = engine.sort_errors(expected_keys)
+    gts = foreground.sum(1, keepdim=True, dtype=torch.int32)
+    grad = engine_triton.lovasz_grad(sorted_keys, gts, torch.float32, block=16)
+    expected = engine.lovasz_grad(sorted_keys, gts, torch.float32)
+    out[f"{rows}x{length}"] = {
+        "keys_equal": bool(torch.equal(keys, expected_keys)),
+        "grad_max_rel": float(((grad - expected).abs() / expected.abs().clamp_min(1e-30)).max()),
+        "grad_shape": list(grad.shape) == list(expected.shape),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_the_triton_prologue_and_epilogue_are_the_engines():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "LOVASZSEG_TRITON": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPARE], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.splitlines()[-1])
+    assert len(results) == 4
+    for shape, result in results.items():
+        assert result["keys_equal"], shape
+        assert result["grad_shape"], shape
+        assert result["grad_max_rel"] <= 1e-6, (shape, result)
+
+
+def test_usable_only_for_float32_rows_and_when_not_turned_off(monkeypatch):
+    import torch
+
+    from lovaszseg.losses import engine_triton
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    rows = torch.zeros(2, 8)
+    assert engine_triton.usable(rows)
+    assert not engine_triton.usable(rows.double())
+    monkeypatch.setenv("LOVASZSEG_TRITON", "0")
+    assert not engine_triton.usable(rows)
+    monkeypatch.setenv("LOVASZSEG_TRITON", "maybe")
+    with pytest.raises(ValueError, match="LOVASZSEG_TRITON must be 0 or 1, got 'maybe'"):
+        engine_triton.usable(rows)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setenv("LOVASZSEG_TRITON", "1")
+    assert not engine_triton.usable(rows)  # a CPU tensor, outside the interpreter
