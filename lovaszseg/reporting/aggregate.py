@@ -39,13 +39,14 @@ RUN_KEYS = (
     "loss",
     "seed",
     "status",
+    "counted",
     "best",
     "best_epoch",
     "per_class_iou",
     "epochs",
     "last_third_gain",
 )
-"""What report.json says of each run (with ``counted`` after the status)."""
+"""What report.json says of each run."""
 
 SPREADS = ("best_epoch", "epochs", "wall_time_s")
 """Per-run columns summarised per group besides the score, the classes and the plateau gain."""
@@ -266,8 +267,7 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
     counted = members[members["counted"]]
     names = dict.fromkeys(name for iou in counted["per_class_iou"] for name in iou)
     per_class = {n: s for n in names if (s := spread(counted[f"iou:{n}"]))}
-    run_keys = [*RUN_KEYS[:4], "counted", *RUN_KEYS[4:]]
-    runs = pd.concat([counted, members[~members["counted"]]])[run_keys]
+    runs = pd.concat([counted, members[~members["counted"]]])[list(RUN_KEYS)]
     return {
         "rank": None,
         "label": label,
