@@ -2,10 +2,11 @@
 
 Every case is measured side by side in one process, the implementations interleaved round by
 round, in several fresh processes (CPU sort speed varies ~2x between processes); the table gives
-medians over all rounds and the ratios that the targets are stated in. Peak memory is measured in
-a fresh process per (case, implementation): the growth of the peak RSS (CPU, with glibc told to
-map every allocation over 64 KiB on its own, so that RSS follows live tensors) or of the peak CUDA
-allocation during one forward+backward.
+medians over all rounds and the ratios that the targets are stated in. Peak memory: on CPU the
+growth of the peak RSS during one forward+backward, in a fresh process per (case,
+implementation), with glibc told to map every allocation over 64 KiB on its own, so that RSS
+follows live tensors; on CUDA the growth of the peak allocation, which the caching allocator
+counts exactly, so one process measures them all (a fresh process each costs a CUDA start).
 
     python benchmarks/bench_losses.py                   # full table, writes results JSON
     python benchmarks/bench_losses.py --quick           # a smaller table in about a minute
@@ -168,7 +169,10 @@ def peak_memory(case: Case, impl: str, device: str) -> float:
     logits, labels = make_inputs(case, device)
     fn = make_loss(case, impl)
     if device == "cuda":
+        step(fn, logits, labels)  # first-call set-up (kernels, caches) is not the loss's memory
+        logits.grad = None
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         step(fn, logits, labels)
@@ -307,6 +311,7 @@ def main() -> None:
     parser.add_argument("--before-path", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-all", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     global IMPLS
@@ -324,6 +329,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(time_cases(cases, args.rounds, args.device)))
         return
+    if args.memory_all:
+        out = {
+            i: {impl: peak_memory(c, impl, args.device) for impl in IMPLS}
+            for i, c in enumerate(cases)
+        }
+        print(json.dumps(out))
+        return
     if args.memory:
         case = cases[int(args.memory[0])]
         print(json.dumps({"bytes": peak_memory(case, args.memory[1], args.device)}))
@@ -337,7 +349,9 @@ def main() -> None:
     common += ["--before-path", args.before_path] if args.before_path else []
     runs = [_child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)]
     memory = {}
-    if not args.no_memory:
+    if not args.no_memory and args.device == "cuda":
+        memory = {int(i): m for i, m in _child(["--memory-all", *common]).items()}
+    elif not args.no_memory:
         for i in range(len(cases)):
             memory[i] = {
                 impl: _child(["--memory", str(i), impl, *common], memory=True)["bytes"]
