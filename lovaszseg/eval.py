@@ -17,10 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lovaszseg.callbacks.predictions import PredictionWriter
+from lovaszseg.config.console import quiet_lightning_console, run_for_people
 from lovaszseg.config.job import group_choices
 from lovaszseg.config.resolvers import register_resolvers
-from lovaszseg.module import SegmentationModule, load_checkpoint
-from lovaszseg.runs.atomic import write_json_atomic
+from lovaszseg.module import SegmentationModule
+from lovaszseg.runs import contract
 from lovaszseg.runs.iou_table import print_iou_table
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,12 @@ def evaluate(cfg: DictConfig) -> float | None:
     """Validate the checkpoint, print the IoU table, write results.json; returns the mIoU."""
     started = time.monotonic()
     output_dir = Path(cfg.paths.output_dir)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    module = SegmentationModule.from_checkpoint(checkpoint, source=cfg.ckpt_path)
+    module = SegmentationModule.load_from_checkpoint(
+        cfg.ckpt_path, weights_only=not cfg.trust_checkpoint
+    ).eval()
     datamodule = instantiate(cfg.data)
     check_classes_match(module, datamodule, cfg.ckpt_path)
+    datamodule.check_files()
 
     callbacks = []
     if cfg.save_predictions:
@@ -55,26 +58,33 @@ def evaluate(cfg: DictConfig) -> float | None:
     if not trainer.is_global_zero:
         return None
 
-    scores = dict(module.last_val, epoch=checkpoint.get("epoch"))
+    scores = dict(module.last_val, epoch=module.checkpoint_epoch)
     data_name = group_choices()["data"]
     results = {
         "task": module.task,
         "data": data_name,
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-        "status": "completed",
-        "final": scores,
+        contract.STATUS: contract.COMPLETED,
+        contract.FINAL: scores,
         "wall_time_s": round(time.monotonic() - started, 2),
     }
-    write_json_atomic(output_dir / "results.json", results)
+    results_file = contract.results_path(output_dir)
+    contract.write_results(results_file, results)
     ckpt = Path(cfg.ckpt_path)
     print_iou_table(f"{data_name} / {ckpt.parent.parent.name}/{ckpt.name}", {"eval": scores})
-    log.info("results: %s", output_dir / "results.json")
-    return scores["val/mIoU"]
+    print(f"results: {results_file}")
+    if cfg.save_predictions:
+        print(
+            f"predictions: {output_dir / 'predictions'} (label PNGs), "
+            f"overlays: {output_dir / 'overlays'} (image | truth | prediction)"
+        )
+    return scores[contract.VAL_MIOU]
 
 
 @hydra.main(config_path="pkg://lovaszseg.conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return evaluate(cfg)
+    quiet_lightning_console()
+    return run_for_people(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import track
 
+from lovaszseg.config.console import run_for_people
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.data.files import read_image
 from lovaszseg.inference.overlay import draw_labels, save_label_png, save_rgb_png
 from lovaszseg.inference.tiling import tiled_logits
-from lovaszseg.module import SegmentationModule, load_checkpoint
+from lovaszseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -127,7 +128,9 @@ def predict_folder(
 
 def predict(cfg: DictConfig) -> PredictSummary:
     """Run the checkpoint over ``cfg.input_dir``; fails only when no image could be predicted."""
-    module = SegmentationModule.from_checkpoint(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path)
+    module = SegmentationModule.load_from_checkpoint(
+        cfg.ckpt_path, weights_only=not cfg.trust_checkpoint
+    )
     module.eval().to(choose_device(cfg.device))
     mean, std = normalisation(cfg)
     input_dir, output_dir = Path(cfg.input_dir), Path(cfg.output_dir)
@@ -150,7 +153,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
 
 @hydra.main(config_path="pkg://lovaszseg.conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    run_for_people(predict, cfg)
 
 
 if __name__ == "__main__":

@@ -1,38 +1,21 @@
-"""``results.json``: the one file per run that reports and sweeps read (schema in the README).
+"""Keeps the run's ``results.json`` current (its contract: ``lovaszseg.runs.contract``).
 
 It is rewritten after every validation (status ``running``), at the end (``completed``) and on
 failure (``failed`` / ``interrupted``), always atomically, so a reader never sees half a file
 and a killed run still leaves its latest numbers behind. The writer runs as a callback inside
 the training process, which keeps it correct under ``ddp_spawn`` where the launching process
-never sees the module's state.
+never sees the module's state; the last results written stay in memory for the run's summary.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
-from lovaszseg.runs.atomic import write_json_atomic
-
-
-def read_results(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise ValueError(f"no results file at {path}") from err
-
-
-def best_and_final(history: Sequence[Mapping[str, Any]]) -> tuple[dict | None, dict | None]:
-    """Best epoch by ``val/mIoU`` (earliest on ties) and the last validated epoch."""
-    scored = [h for h in history if h.get("val/mIoU") is not None]
-    if not scored:
-        return None, (dict(history[-1]) if history else None)
-    best = max(scored, key=lambda h: (h["val/mIoU"], -h["epoch"]))
-    return dict(best), dict(history[-1])
+from lovaszseg.runs import contract
 
 
 class ResultsWriter(pl.Callback):
@@ -41,16 +24,18 @@ class ResultsWriter(pl.Callback):
     def __init__(self, path: str | Path, meta: Mapping[str, Any]) -> None:
         self.path = Path(path)
         self.meta = dict(meta)
+        self.results: dict[str, Any] | None = None
+        """What was last written (in the process that trained, on rank zero)."""
 
     def payload(self, trainer: pl.Trainer, module: pl.LightningModule, status: str) -> dict:
-        best, final = best_and_final(module.history)
+        best, final = contract.best_and_final(module.history)
         return {
             **self.meta,
             "epochs": trainer.max_epochs,
             "world_size": trainer.world_size,
-            "status": status,
-            "best": best,
-            "final": final,
+            contract.STATUS: status,
+            contract.BEST: best,
+            contract.FINAL: final,
             "wall_time_s": round(module.fit_time_s(), 2),
         }
 
@@ -58,14 +43,15 @@ class ResultsWriter(pl.Callback):
         self, trainer: pl.Trainer, module: pl.LightningModule, status: str, **extra: Any
     ) -> None:
         if trainer.is_global_zero:
-            write_json_atomic(self.path, self.payload(trainer, module, status) | extra)
+            self.results = self.payload(trainer, module, status) | extra
+            contract.write_results(self.path, self.results)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.write(trainer, pl_module, "running")
+            self.write(trainer, pl_module, contract.RUNNING)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.write(trainer, pl_module, "completed")
+        self.write(trainer, pl_module, contract.COMPLETED)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -73,5 +59,5 @@ class ResultsWriter(pl.Callback):
         # Ctrl-C, SIGTERM (Lightning's SIGTERMException) and a job manager's sys.exit stop a
         # healthy run from outside; anything else is the run's own failure
         interrupted = isinstance(exception, KeyboardInterrupt | SystemExit)
-        status = "interrupted" if interrupted else "failed"
+        status = contract.INTERRUPTED if interrupted else contract.FAILED
         self.write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}")

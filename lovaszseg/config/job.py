@@ -21,3 +21,19 @@ def group_choices() -> dict[str, str | None]:
 def in_multirun() -> bool:
     """Whether this job is one of a sweep (``-m``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def refuse_one_run_of_a_sweep(experiment: str | None) -> None:
+    """An experiment that defines a sweep (the usage modes) means nothing as one run."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    params = dict(hydra_cfg.sweeper.get("params") or {})
+    chosen = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task}
+    unchosen = sorted(set(params) - chosen)
+    if not in_multirun() and unchosen:
+        swept = " ".join(f"{key}={params[key]}" for key in unchosen)
+        raise ValueError(
+            f"experiment={experiment} is a sweep ({swept}): add -m to run it all, or choose "
+            f"one, e.g. {unchosen[0]}={str(params[unchosen[0]]).split(',')[0]}"
+        )

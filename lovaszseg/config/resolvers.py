@@ -6,6 +6,8 @@ epoch budget the run has (``debug=fast`` included), so every usage mode gets the
 run trains on them: a CPU run that asked for them would be refused by ``sbatch`` (no such gres).
 ``${global_batch:2,${trainer.devices},${trainer.num_nodes}}`` is the global batch that gives
 each process 2 samples (the least BatchNorm trains on), so ``debug=fast`` runs on any device count.
+``${output_channels:${loss.task},${data.num_classes}}`` is the network's ``classes``: one logit
+for a binary loss, one per class otherwise.
 ``${job_dirname:...}`` names sweep job folders by their overrides, and ``${group_options:loss}``
 lists a config group's options for ``--help``.
 """
@@ -43,6 +45,12 @@ def _global_batch(per_process: int, devices: Any, num_nodes: int) -> int:
     return int(per_process) * count * int(num_nodes)
 
 
+def _output_channels(task: str, num_classes: int) -> int:
+    from lovaszseg.objectives.compose import output_channels  # lazily: it imports torch
+
+    return output_channels(str(task), int(num_classes))
+
+
 def job_dirname(number: int, overrides: str) -> str:
     """``3_loss=bce,seed=2``: the job number (unique, sorts) and its overrides, filesystem-safe.
 
@@ -71,6 +79,7 @@ RESOLVERS = {
     "floordiv": _floordiv,
     "gpus_per_node": _gpus_per_node,
     "global_batch": _global_batch,
+    "output_channels": _output_channels,
     "job_dirname": job_dirname,
     "group_options": group_options,
 }

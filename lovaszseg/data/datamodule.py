@@ -26,6 +26,16 @@ from lovaszseg.data.synthetic.cache import Generator, ensure_generated
 from lovaszseg.data.transforms import EvalPreset, TrainPreset
 
 
+def per_process_batch_size(global_batch_size: int, world_size: int) -> int:
+    """``data.batch_size`` is global (as in PaddleSeg's configs); each process loads its share."""
+    if global_batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={global_batch_size} is the global batch and must divide evenly "
+            f"across {world_size} processes (trainer.devices x trainer.num_nodes)"
+        )
+    return global_batch_size // world_size
+
+
 def _plain(value: Any) -> Any:
     """OmegaConf containers as plain Python (Hydra passes DictConfig / ListConfig)."""
     if isinstance(value, DictConfig | ListConfig):
@@ -76,8 +86,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"need batch_size >= 1 and num_workers >= 0, got {batch_size} and {num_workers}"
             )
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size or batch_size)
+        self.batch_size = int(batch_size)  # global, as in PaddleSeg's configs: split over processes
+        self._val_batch_size = None if val_batch_size is None else int(val_batch_size)
         self.num_workers = int(num_workers)
         self.crop_size = int(crop_size)
         self.train_transform = _build(train_transform) or TrainPreset(
@@ -111,22 +121,50 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.synthetic is not None:
             generator, settings = self.synthetic_generator, self.synthetic
             ensure_generated(
-                self.root, generator.name, settings, lambda folder: generator.write(folder, settings)
+                self.root,
+                generator.name,
+                settings,
+                lambda folder: generator.write(folder, settings),
             )
 
+    @property
+    def per_process_batch_size(self) -> int:
+        """Each process's share of the global ``batch_size`` (all of it outside a Trainer)."""
+        return per_process_batch_size(self.batch_size, self._world_size())
+
+    @property
+    def val_batch_size(self) -> int:
+        """``val_batch_size`` per process when set, else the training batch per process."""
+        return self._val_batch_size or self.per_process_batch_size
+
     def setup(self, stage: str | None = None) -> None:
+        # a global batch that does not divide over the processes is refused before data is read
+        per_process_batch_size(self.batch_size, self._world_size())
         if self.train_dataset is not None:
             return
+        train, val = self.check_files()
+        self.train_dataset = self.make_dataset(train, self.train_transform)
+        self.val_dataset = self.make_dataset(val, self.eval_transform)
+
+    def check_files(self) -> tuple[list[Sample], list[Sample]]:
+        """The train and val samples, after checking that the root, its lists and every listed
+        file are there; called before any model or Trainer is built, so missing data is the
+        first thing a run reports, with the command that fetches it."""
         self.prepare_data()  # a no-op read of the manifest when rank 0 already generated
         if not self.root.is_dir():
             raise ValueError(
-                f"{self.dataset_name} root {self.root} does not exist; set data.root to the dataset "
-                f"directory or fetch it with `python -m lovaszseg.data.download`"
+                f"{self.dataset_name} root {self.root} does not exist; fetch the dataset with "
+                f"`python -m lovaszseg.data.download {self.download_name} --root {self.root}`, "
+                "or point data.root (or paths.data_dir) at where it is"
             )
         train, val = self.find_samples("train"), self.find_samples("val")
         require_files(train + val)
-        self.train_dataset = self.make_dataset(train, self.train_transform)
-        self.val_dataset = self.make_dataset(val, self.eval_transform)
+        return train, val
+
+    @property
+    def download_name(self) -> str:
+        """The dataset's name for ``python -m lovaszseg.data.download``."""
+        raise NotImplementedError
 
     def find_samples(self, split: str) -> list[Sample]:
         samples, problems = self.scan_samples(split)
@@ -145,7 +183,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _loader(self, dataset: SegmentationDataset | None, train: bool, **order: Any) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        batch_size = self.batch_size if train else self.val_batch_size
+        batch_size = self.per_process_batch_size if train else self.val_batch_size
         loader = ResumableDataLoader if "sampler" in order else DataLoader
         # its own generator: a loader's worker seeds then do not draw from torch's global one,
         # whose draws (dropout) a checkpoint carries (lovaszseg.callbacks.random_state)
@@ -178,12 +216,15 @@ class SegmentationDataModule(pl.LightningDataModule):
             len(self.train_dataset),
             seed=torch.initial_seed(),
             epoch=position.epoch,
-            start=min(position.batches * self.batch_size, len(self.train_dataset)),
+            start=min(position.batches * self.per_process_batch_size, len(self.train_dataset)),
         )
         return self._loader(self.train_dataset, train=True, sampler=sampler)
 
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
     def _distributed(self) -> bool:
-        return self.trainer is not None and self.trainer.world_size > 1
+        return self._world_size() > 1
 
     def state_dict(self) -> dict[str, Any]:
         """The training position, saved in every checkpoint Lightning writes during fit."""

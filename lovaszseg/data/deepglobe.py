@@ -97,6 +97,11 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
             # split what was generated, all of it
             self.split_sizes = [self.synthetic["num_train"], self.synthetic["num_val"]]
 
+    @property
+    def download_name(self) -> str:
+        """PaddleSeg's MiniDeepGlobe comes with list files; the original release without."""
+        return "deepglobe" if self.layout == "original" else "mini_deepglobe"
+
     def resolved_layout(self) -> str:
         if self.layout != "auto":
             return self.layout

@@ -50,6 +50,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
     """21-class Pascal VOC 2012; also reads the `synthetic_voc` stand-in."""
 
     dataset_name = "Pascal VOC 2012"
+    download_name = "voc2012"
     decode_label = staticmethod(voc_label)
     synthetic_generator = VOC
 

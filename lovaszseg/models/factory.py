@@ -42,7 +42,7 @@ def create_model(
     except Exception as err:
         if encoder_weights is None or not _is_download_error(err):
             raise
-        raise RuntimeError(
+        raise ConnectionError(
             f"model.encoder_weights={encoder_weights}: could not download the pretrained weights "
             f"of encoder {encoder_name!r} ({type(err).__name__}: {err}). Without network access, "
             "download them once where there is a network (they are cached under $HF_HOME) or "

@@ -22,6 +22,13 @@ PHASES: tuple[str, ...] = ("always", "before_switch", "after_switch")
 TASKS: tuple[str, ...] = ("binary", "multiclass")
 
 
+def output_channels(task: str, num_classes: int) -> int:
+    """One logit for binary tasks, one per class otherwise."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return 1 if task == "binary" else num_classes
+
+
 class LossTerm(nn.Module):
     """One named ingredient of a loss: a criterion, its weight and when it is active."""
 

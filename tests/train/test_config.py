@@ -6,22 +6,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch import nn
 
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.config.types import check_config_types
+from lovaszseg.data.datamodule import per_process_batch_size
+from lovaszseg.module import SegmentationModule
 from lovaszseg.objectives.compose import CompositeLoss
-from lovaszseg.train import (
-    check_batchnorm_batch,
-    check_loss_fits_data,
-    per_rank_batch_size,
-    resolve_resume,
-)
+from lovaszseg.runs.resume import resolve_resume
 
 register_resolvers()
 
@@ -184,11 +183,20 @@ def test_debug_preset_gives_every_process_two_samples():
     assert cfg.data.batch_size == 4
 
 
+def module_before_fit(net: nn.Module, per_process: int, world_size: int) -> SegmentationModule:
+    """A module attached to a stand-in for a Trainer of ``world_size`` processes."""
+    module = SegmentationModule(net=net, task="binary", class_names=["background", "road"])
+    datamodule = SimpleNamespace(per_process_batch_size=per_process)
+    module._trainer = SimpleNamespace(datamodule=datamodule, world_size=world_size)
+    return module
+
+
 def test_batchnorm_needs_two_samples_per_process():
-    check_batchnorm_batch(2, 2, batchnorm=True)
-    check_batchnorm_batch(1, 2, batchnorm=False)
+    with_batchnorm = nn.Sequential(nn.Conv2d(3, 1, 1), nn.BatchNorm2d(1))
+    module_before_fit(with_batchnorm, per_process=2, world_size=2).setup("fit")
+    module_before_fit(nn.Conv2d(3, 1, 1), per_process=1, world_size=2).setup("fit")
     with pytest.raises(ValueError) as error:
-        check_batchnorm_batch(1, 2, batchnorm=True)
+        module_before_fit(with_batchnorm, per_process=1, world_size=2).setup("fit")
     message = str(error.value)
     assert "data.batch_size=2" in message and "2 process(es)" in message
     assert "use data.batch_size=4" in message
@@ -213,15 +221,21 @@ def test_wandb_logger_is_offline_and_keeps_csv():
 
 
 def test_binary_loss_on_21_classes_is_refused():
-    with pytest.raises(ValueError, match=r"loss=lovasz_hinge is a binary loss .* 21 classes"):
-        check_loss_fits_data("binary", 21, "lovasz_hinge", "synthetic_voc")
-    check_loss_fits_data("multiclass", 2, "ce", "synthetic_roads")
+    cfg = compose_train("data=synthetic_voc", "loss=lovasz_hinge")
+    with pytest.raises(ValueError, match=r"the loss is binary .* 21 classes .* loss=ce"):
+        SegmentationModule(net=nn.Conv2d(3, 1, 1), task="binary", class_names=cfg.data.class_names)
+    SegmentationModule(net=nn.Conv2d(3, 2, 1), task="multiclass", class_names=["a", "b"])
 
 
 def test_global_batch_is_split_evenly_across_ranks():
-    assert per_rank_batch_size(24, 4) == 6
+    assert per_process_batch_size(24, 4) == 6
     with pytest.raises(ValueError, match=r"batch_size=24 .* across 5 processes"):
-        per_rank_batch_size(24, 5)
+        per_process_batch_size(24, 5)
+
+
+def test_the_network_has_one_logit_for_a_binary_loss_and_one_per_class_otherwise():
+    assert compose_train().model.classes == 1
+    assert compose_train("data=synthetic_voc", "loss=ce").model.classes == 21
 
 
 def test_resume_resolution(tmp_path: Path):

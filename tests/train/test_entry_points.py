@@ -111,14 +111,31 @@ def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):
     assert (band.min(axis=2) < 128).any(), "the title band above the panels holds no title"
 
 
-def test_binary_loss_on_multiclass_data_fails_before_training(run_entry, tmp_path):
+def test_binary_loss_on_multiclass_data_is_refused_in_one_line_before_training(run_entry, tmp_path):
     proc = run_entry("lovaszseg.train", "loss=lovasz_hinge", "data=synthetic_voc", check=False)
-    assert proc.returncode != 0
-    assert "loss=lovasz_hinge is a binary loss" in proc.stderr and "21 classes" in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (
+        "error: the loss is binary (one logit channel) but the data has 21 classes"
+    ) in proc.stderr
+    assert "use a multi-class loss for this data: loss=ce" in proc.stderr
     (run,) = run_dirs(tmp_path)
     assert not (run / "checkpoints").exists()
-    log = (run / "train.log").read_text()  # the traceback is kept with the run
-    assert "training failed" in log and "Traceback" in log and "21 classes" in log
+    assert results(run)["status"] == "failed"  # so reports count it as failed
+    assert "refused: the loss is binary" in (run / "train.log").read_text()
+
+
+def test_missing_dataset_is_reported_first_with_its_download_command(run_entry, tmp_path):
+    nowhere = tmp_path / "nowhere"
+    proc = run_entry(
+        "lovaszseg.train", "data=voc2012", "loss=ce", f"paths.data_dir={nowhere}", check=False
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert f"Pascal VOC 2012 root {nowhere / 'voc2012'} does not exist" in proc.stderr
+    download = f"python -m lovaszseg.data.download voc2012 --root {nowhere / 'voc2012'}"
+    assert download in proc.stderr
+    assert "GPU available" not in proc.stdout + proc.stderr  # no Trainer was built
 
 
 def test_wrong_types_fail_at_once_naming_key_and_type(run_entry, tmp_path):
@@ -136,6 +153,7 @@ def test_wrong_types_fail_at_once_naming_key_and_type(run_entry, tmp_path):
         "loss.terms.lovasz_hinge.weight='abc': expected a number",
     ):
         assert problem in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     assert "Trainer" not in proc.stderr  # nothing was built
 
 

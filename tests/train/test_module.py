@@ -13,9 +13,15 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from lovaszseg.callbacks.results import ResultsWriter, best_and_final
+from lovaszseg.callbacks.results import ResultsWriter
 from lovaszseg.loggers.csv import ResumableCSVLogger
-from lovaszseg.module import NonFiniteLossError, SegmentationModule, load_checkpoint
+from lovaszseg.module import (
+    CHECKPOINT_KEY,
+    NonFiniteLossError,
+    SegmentationModule,
+    UntrustedCheckpointError,
+    load_checkpoint,
+)
 from lovaszseg.objectives.compose import CompositeLoss, LossTerm
 from lovaszseg.objectives.pixelwise import BinaryCrossEntropy, CrossEntropy
 from tests.train.fake_data import StripesDataModule
@@ -128,18 +134,77 @@ def test_non_finite_loss_stops_with_step_and_terms_and_keeps_last_checkpoint(tmp
     assert results["final"]["epoch"] == 0
 
 
-def test_checkpoint_rebuilds_the_network_for_evaluation(tmp_path):
+def test_load_from_checkpoint_rebuilds_the_network_for_evaluation(tmp_path):
     torch.manual_seed(0)
     module = binary_module()
     fit(module, tmp_path, epochs=2)
-    checkpoint = load_checkpoint(str(tmp_path / "checkpoints" / "last.ckpt"))
-    rebuilt = SegmentationModule.from_checkpoint(checkpoint, source="last.ckpt")
+    rebuilt = SegmentationModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     images = torch.randn(2, 3, 20, 28)
     module.eval()
     rebuilt.eval()
     assert rebuilt.loss is None and rebuilt.class_names == ["background", "road"]
+    assert rebuilt.hparams["net"] == NET_CONFIG and rebuilt.checkpoint_epoch == 1
     assert torch.equal(module(images), rebuilt(images))
     assert [h["epoch"] for h in rebuilt.history] == [0, 1]
+
+
+def test_a_checkpoint_written_before_the_hyperparameters_still_loads(tmp_path):
+    """The old layout: no ``hyper_parameters``, the init arguments in the project's own entry."""
+    torch.manual_seed(0)
+    module = binary_module()
+    fit(module, tmp_path, epochs=1)
+    old = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    del old["hyper_parameters"]
+    old[CHECKPOINT_KEY] = {
+        "task": "binary",
+        "class_names": ["background", "road"],
+        "ignore_index": 255,
+        "net_config": NET_CONFIG,
+        "history": module.history,
+        "fit_time_s": 1.0,
+    }
+    torch.save(old, tmp_path / "old.ckpt")
+    rebuilt = SegmentationModule.load_from_checkpoint(tmp_path / "old.ckpt").eval()
+    images = torch.randn(1, 3, 8, 8)
+    assert torch.equal(rebuilt(images), module.eval()(images))
+    assert rebuilt.task == "binary" and rebuilt.checkpoint_epoch == 0
+    assert rebuilt.history == module.history
+    del old[CHECKPOINT_KEY]["net_config"]
+    torch.save(old, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match=r"foreign\.ckpt: not a lovaszseg training checkpoint"):
+        SegmentationModule.load_from_checkpoint(tmp_path / "foreign.ckpt")
+
+
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("this ran while the checkpoint was being loaded",))
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_unless_trusted(tmp_path, capsys):
+    module = binary_module()
+    fit(module, tmp_path, epochs=1)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["extra"] = RunsCodeWhenUnpickled()
+    torch.save(checkpoint, tmp_path / "sent.ckpt")
+    with pytest.raises(UntrustedCheckpointError, match=r"sent\.ckpt .* trust_checkpoint=true"):
+        SegmentationModule.load_from_checkpoint(tmp_path / "sent.ckpt")
+    with pytest.raises(UntrustedCheckpointError, match=r"Unsupported global: GLOBAL print\)"):
+        load_checkpoint(str(tmp_path / "sent.ckpt"))
+    assert "this ran" not in capsys.readouterr().out
+    trusted = SegmentationModule.load_from_checkpoint(tmp_path / "sent.ckpt", weights_only=False)
+    assert trusted.class_names == ["background", "road"]
+    assert "this ran" in capsys.readouterr().out
+
+
+def test_a_truncated_or_missing_checkpoint_is_named(tmp_path):
+    module = binary_module()
+    fit(module, tmp_path, epochs=1)
+    whole = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp_path / "torn.ckpt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"torn\.ckpt is not a complete checkpoint"):
+        SegmentationModule.load_from_checkpoint(tmp_path / "torn.ckpt")
+    with pytest.raises(ValueError, match=r"checkpoint not found: .*absent\.ckpt"):
+        SegmentationModule.load_from_checkpoint(tmp_path / "absent.ckpt")
 
 
 class ShapeRecorder(nn.Module):
@@ -173,17 +238,5 @@ def test_init_weights_that_do_not_fit_are_refused(tmp_path):
 
 
 def test_binary_task_needs_two_classes():
-    with pytest.raises(ValueError, match="exactly 2 classes"):
+    with pytest.raises(ValueError, match=r"the loss is binary .* 3 classes"):
         SegmentationModule(net=nn.Identity(), task="binary", class_names=["a", "b", "c"])
-
-
-def test_best_is_highest_miou_and_earliest_on_ties():
-    history = [
-        {"epoch": 0, "val/mIoU": 0.2},
-        {"epoch": 1, "val/mIoU": 0.6},
-        {"epoch": 2, "val/mIoU": 0.6},
-        {"epoch": 3, "val/mIoU": 0.4},
-    ]
-    best, final = best_and_final(history)
-    assert best["epoch"] == 1 and final["epoch"] == 3
-    assert best_and_final([]) == (None, None)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from lovaszseg.inference.tiling import tile_starts, tiled_logits
-from lovaszseg.module import SegmentationModule, load_checkpoint
+from lovaszseg.module import SegmentationModule
 from tests.train.entry import FAST
 
 ENV = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
@@ -112,7 +112,7 @@ def test_predict_writes_labels_and_overlays_for_any_size_and_skips_bad_files(
         assert set(np.unique(np.asarray(label))) <= {0, 255}
 
     # the small image's labels are the checkpoint's own prediction, normalised as in training
-    module = SegmentationModule.from_checkpoint(load_checkpoint(str(roads_ckpt)), "ckpt").eval()
+    module = SegmentationModule.load_from_checkpoint(roads_ckpt).eval()
     pixels = np.asarray(Image.open(inputs / "sub" / "odd.jpg").convert("RGB"), dtype=np.float32)
     image = (torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255 - 0.5) / 0.5
     with torch.no_grad():
@@ -160,7 +160,7 @@ def test_export_runs_in_its_runtime_like_the_checkpoint(
     shutil.copy(target, alone)
 
     # our own check, at a size and batch the export never saw
-    module = SegmentationModule.from_checkpoint(load_checkpoint(str(roads_ckpt)), "ckpt").eval()
+    module = SegmentationModule.load_from_checkpoint(roads_ckpt).eval()
     images = torch.randn(3, 3, 75, 161, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = module(images).numpy()

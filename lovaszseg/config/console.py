@@ -1,0 +1,104 @@
+"""What the entry points print when something goes wrong, and what they keep off the console.
+
+A mistake a person can fix (a wrong type in the config, a binary loss on multi-class data, a
+batch that does not divide, missing data, a checkpoint that cannot be read) is refused by the
+project's own code with a ``ValueError`` (or ``OSError``, a full disk) that says what was wrong
+and what to do: that message is printed once, on stderr, without a traceback, and the command
+exits with status 2. Anything else is a bug: its traceback is printed once and the command exits
+with status 1. Both go to the job's log file (``train.log``) too.
+
+Lightning's tips and deprecation warnings say nothing a user of this project acts on; they are
+kept out of the console and still written to the log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.errors import InstantiationException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from lovaszseg.runs import contract
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+
+REFUSALS = (ValueError, OSError)
+"""Exception types that, raised by the project's own code, are a refusal and not a bug."""
+
+PROJECT_FOLDER = Path(__file__).resolve().parent.parent
+CONSOLE_NOISE = ("💡 Tip:",)
+"""Starts of Lightning's console messages kept out of the console (in the log file still)."""
+
+
+def refusal(error: BaseException) -> BaseException | None:
+    """The REFUSALS error raised by the project's own code (its innermost frame is in lovaszseg)
+    that ``error`` is or wraps (Hydra's instantiate wraps what a ``_target_`` raises), or None."""
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        return refusal(error.__cause__)
+    if not isinstance(error, REFUSALS) or error.__traceback__ is None:
+        return None
+    innermost = traceback.extract_tb(error.__traceback__)[-1]
+    return error if Path(innermost.filename).resolve().is_relative_to(PROJECT_FOLDER) else None
+
+
+def log_to_files(level: int, message: str) -> None:
+    """``message`` to the log files of the root logger (train.log), not to the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def mark_failed(results_file: Path, error: BaseException) -> None:
+    """A run refused before training wrote no results: say it failed, so reports count it so."""
+    if rank_zero_only.rank == 0 and not results_file.exists():
+        contract.write_results(
+            results_file,
+            {contract.STATUS: contract.FAILED, "error": f"{type(error).__name__}: {error}"},
+        )
+
+
+def run_for_people(
+    entry: Callable[..., Result], *args: Any, results_file: Path | None = None
+) -> Result:
+    """``entry(*args)``; a refusal becomes one line on stderr and exit status 2, a bug its
+    traceback (once) and exit status 1."""
+    try:
+        return entry(*args)
+    except Exception as error:
+        if results_file is not None:
+            mark_failed(Path(results_file), error)
+        refused = refusal(error)
+        if refused is not None:
+            log_to_files(logging.ERROR, f"refused: {refused}")
+            print(f"error: {refused}", file=sys.stderr)
+            raise SystemExit(2) from None
+        log.exception("failed with an unexpected error (a bug: please report it)")
+        raise SystemExit(1) from None
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "py.warnings":
+            return False
+        return not str(record.getMessage()).lstrip().startswith(CONSOLE_NOISE)
+
+
+def quiet_lightning_console() -> None:
+    """Keep Lightning's tips and Python's warnings off the console handlers (the log file still
+    gets them)."""
+    logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_DropNoise())
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        lightning = logging.getLogger(name)
+        for handler in lightning.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_DropNoise())
