@@ -2,7 +2,10 @@
 rebuilt, the compiler's version in the key, a private directory where the cache is read-only,
 and the sanitized build kept apart from the normal one."""
 
+import os
 import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -86,6 +89,77 @@ def test_without_any_place_to_build_one_warning_and_the_pytorch_path(monkeypatch
     assert len(record) == 1
     monkeypatch.setattr(native, "enabled", False)
     torch.testing.assert_close(loss, lovasz_softmax(probas, labels))
+
+
+def test_without_a_compiler_warns_and_falls_back(monkeypatch, tmp_path):
+    from lovaszseg.losses import lovasz_softmax
+
+    _fresh(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        lovasz_softmax(torch.rand(2, 3, 4, 4).softmax(1), torch.randint(0, 3, (2, 4, 4)))
+    assert native.library() is None and not _built(tmp_path)
+
+
+def test_a_compiler_without_openmp_still_builds_the_kernel(monkeypatch, tmp_path):
+    """Apple's clang has no -fopenmp: the kernel then builds single-threaded, same results."""
+    from lovaszseg.losses import lovasz_hinge, lovasz_softmax
+
+    g = torch.Generator().manual_seed(9)
+    probas = torch.randn(3, 6, 20, 20, generator=g).softmax(1)
+    labels = torch.randint(0, 6, (3, 20, 20), generator=g)
+    logits = torch.randn(3, 20, 20, generator=g)
+    expected = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
+    _fresh(monkeypatch, tmp_path)
+    monkeypatch.setitem(native_build.VARIANTS, "openmp", ["-fno-such-flag-openmp"])
+    assert native.library().variant == "serial"
+    got = [lovasz_softmax(probas, labels).item(), lovasz_hinge(logits, labels % 2).item()]
+    assert got == expected
+
+
+def test_four_processes_starting_together_build_once(tmp_path):
+    """DDP ranks on one node: one build (file lock), every rank loads it."""
+    log = tmp_path / "compiler.log"
+    wrapper = tmp_path / "cc"
+    real = native_build.compiler()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nsleep 1\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "CC": str(wrapper), "LOVASZSEG_CACHE_DIR": str(tmp_path / "cache")}
+    code = (
+        "import sys, time; t = float(sys.argv[1]); time.sleep(max(0, t - time.time()));"
+        "from lovaszseg.losses import native, native_build;"
+        "native_build.prebuilt = lambda variant, digest: None;"
+        "lib = native.library(); print(lib.variant, lib.path)"
+    )
+    start = str(time.time() + 4)
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, start], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [rank.communicate(timeout=180)[0].split() for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks)
+    assert {tuple(out) for out in outputs} == {("openmp", str(_built(tmp_path / "cache")[0]))}
+    compiles = [line for line in log.read_text().splitlines() if " -c " in f" {line} "]
+    assert len(compiles) == 1, compiles
+
+
+def test_a_wheels_library_is_used_only_if_built_from_this_source(monkeypatch, tmp_path):
+    """An editable install's in-place library goes stale when _native.c changes: refused."""
+    digest = native_build.source_hash()
+    for name, built_from in (
+        ("_lovasz_openmp.stale.so", "0" * 16),
+        ("_lovasz_serial.ok.so", digest),
+    ):
+        variant = "openmp" if "openmp" in name else "serial"
+        for command in native_build.build_commands(
+            native_build.compiler(), variant, str(tmp_path / name), built_from
+        ):
+            subprocess.run(command, check=True)
+    monkeypatch.setattr(native_build, "_HERE", tmp_path)
+    assert native_build.prebuilt("openmp", digest) is None
+    assert native_build.prebuilt("serial", digest).path == tmp_path / "_lovasz_serial.ok.so"
 
 
 def test_the_sanitized_build_has_its_own_name_and_never_a_wheels_library(monkeypatch):
