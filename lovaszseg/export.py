@@ -28,7 +28,7 @@ from torch import nn
 
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.inference.tiling import pad_to_multiple
-from lovaszseg.module import SegmentationModule, load_checkpoint
+from lovaszseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -140,7 +140,9 @@ def export(cfg: DictConfig) -> tuple[Path, float]:
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format}: expected one of {', '.join(FORMATS)}")
     ckpt = Path(cfg.ckpt_path)
-    module = SegmentationModule.from_checkpoint(load_checkpoint(str(ckpt)), str(ckpt)).eval()
+    module = SegmentationModule.load_from_checkpoint(
+        str(ckpt), weights_only=not cfg.trust_checkpoint
+    ).eval()
     model = PaddedNet(module.net, module.pad_multiple).eval()
     path = Path(cfg.output) if cfg.output else ckpt.with_suffix(FORMATS[cfg.format])
     path.parent.mkdir(parents=True, exist_ok=True)
