@@ -64,15 +64,21 @@ def job_dirname(number: int, overrides: str) -> str:
     return name[:MAX_DIRNAME]
 
 
-def group_options(group: str) -> str:
-    """The options of config group ``group`` (``conf/<group>/*.yaml``), comma-separated."""
+def group_options(group: str, chosen: str | None = None) -> str:
+    """The options of config group ``group`` (``conf/<group>/*.yaml``), comma-separated, the
+    ``chosen`` one marked ``(default)``.
+
+    ``--help`` passes the composed choice (``${hydra:runtime.choices.loss}``): the primary
+    config's default, or what overrides given with ``--help`` pick instead. A group whose
+    default is none (``experiment``) has no mark.
+    """
     folder = resources.files("lovaszseg.conf").joinpath(group)
     names = sorted(
         entry.name.removesuffix(".yaml")
         for entry in folder.iterdir()
         if entry.name.endswith(".yaml")
     )
-    return ", ".join(names)
+    return ", ".join(f"{name} (default)" if name == chosen else name for name in names)
 
 
 RESOLVERS = {
