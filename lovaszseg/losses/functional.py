@@ -1,7 +1,11 @@
 """The public Lovász losses: hinge (binary), softmax (multi-class) and multilabel.
 
-Each call checks its inputs, decides which rows (classes, or (image, class) pairs) count and with
-what weight, hands every row to one batched kernel call (``lovasz.lovasz_rows``), and averages.
+Each call checks its inputs, describes its rows (classes, or (image, class) pairs), hands every
+row to one call of the engine or of the C kernel (``ops.uses_kernel`` chooses) and averages the
+rows' losses with their weights. Two ways to the same values: on the engine (every device),
+every candidate row is kept and the present ones are told from the rows' foreground counts, so
+that nothing is read back; on the C kernel (CPU), the labels are counted first and absent rows
+are dropped before any pixel is read.
 Argument order and defaults of ``lovasz_hinge`` and ``lovasz_softmax`` are the authors'
 reference code's; everything after ``*`` is ours.
 """
@@ -12,12 +16,13 @@ from collections.abc import Sequence
 
 import torch
 
-from . import distributed
-from .lovasz import Rows, compute_dtype, lovasz_rows
+from . import checks as checking
+from . import distributed, engine, ops
+from .lovasz import Rows, compute_dtype, hinge_errors, multilabel_errors, softmax_errors
 
 __all__ = ["lovasz_hinge", "lovasz_multilabel", "lovasz_softmax"]
 
-_VOID = 2  # the label of void pixels in binary labels and multilabel targets
+_VOID = 2  # the C kernel's label of void pixels in binary labels and multilabel targets
 
 
 def _check_choice(name: str, key: str, value, allowed) -> None:
@@ -60,146 +65,90 @@ def _flatten_labels(labels, batch_shape, name, device):
     return labels.reshape(labels.shape[0], -1)
 
 
-def _label_error(name, what, values, num_classes, ignore_index):
-    return ValueError(
-        f"{name}: {what} contain {values} outside [0, {num_classes})"
-        + (f" that are not ignore_index={ignore_index}" if ignore_index is not None else "")
-        + "; pass ignore_index for void pixels"
-    )
-
-
-def _check_label_values(labels, valid, num_classes, ignore_index, name, what="labels"):
-    bad = (labels < 0) | (labels >= num_classes)
-    if valid is not None:
-        bad &= valid
-    if bool(bad.any()):
-        values = torch.unique(labels[bad])[:8].tolist()
-        raise _label_error(name, what, values, num_classes, ignore_index)
-
-
 def _checked_valid(labels, num_classes, ignore_index, name, what="labels"):
-    """Checks that labels lie in ``[0, num_classes)`` or are ``ignore_index`` (``ValueError``
-    otherwise) and returns the mask of non-ignored pixels, or None when no pixel can be ignored.
-
-    The common case costs one min/max pass: when every label is in range and ``ignore_index``
-    lies outside ``[min, max]``, no mask is formed and nothing else is read.
-    """
+    """For the C kernel (CPU): checks that labels lie in ``[0, num_classes)`` or are
+    ``ignore_index`` (``ValueError`` otherwise) and returns the mask of non-ignored pixels, or
+    None when no pixel can be ignored. The common case is one min/max pass."""
     if labels.dtype != torch.bool:  # integer: _flatten_labels has checked
         low, high = (int(v) for v in torch.aminmax(labels))
         maybe_ignored = ignore_index is not None and low <= ignore_index <= high
         if low >= 0 and high < num_classes and not maybe_ignored:
             return None
     valid = None if ignore_index is None else labels != ignore_index
-    if labels.dtype != torch.bool:
-        _check_label_values(labels, valid, num_classes, ignore_index, name, what)
+    checking.report(
+        name, "sync", [checking.labels_in_range(labels, num_classes, ignore_index, what)]
+    )
     return valid
 
 
-def _class_selection(classes, num_classes, device, name):
-    """``classes`` → (candidate class ids, whether only present ones count)."""
-    if isinstance(classes, str):
-        _check_choice(name, "classes", classes, ("present", "all"))
-        return torch.arange(num_classes, device=device), classes == "present"
-    if isinstance(classes, torch.Tensor):
-        classes = classes.tolist()
-    if not isinstance(classes, Sequence) or not all(
-        isinstance(c, int) and not isinstance(c, bool) for c in classes
-    ):
-        raise ValueError(f"{name}: classes={classes!r} is not 'present', 'all' or a list of ids")
-    if not classes or any(not 0 <= c < num_classes for c in classes):
-        raise ValueError(
-            f"{name}: classes={list(classes)} must be a non-empty list of ids in [0, {num_classes})"
-        )
-    return torch.tensor(sorted(set(classes)), device=device), False
-
-
-def _class_weights(class_weights, num_classes, device, name):
-    if class_weights is None:
-        return None
-    weights = torch.as_tensor(class_weights, dtype=torch.float64, device=device)
-    if weights.shape != (num_classes,):
-        raise ValueError(
-            f"{name}: class_weights has shape {tuple(weights.shape)}, expected ({num_classes},): "
-            "one weight per class"
-        )
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError(f"{name}: class_weights must be finite and >= 0, got {weights.tolist()}")
-    return weights
-
-
-def _group_means(losses, weights, group, n_groups):
-    """Weighted mean of the row losses within each group (image), and each group's weight."""
+def _weighted_means(losses, weights):
+    """Weighted means [G] of the row losses [G, K] (weights [G, K]), and the weight each mean
+    had (a group of weight 0 has mean 0)."""
     weights = weights.to(losses.dtype)
-    num = losses.new_zeros(n_groups).index_add_(0, group, losses * weights)
-    den = losses.new_zeros(n_groups).index_add_(0, group, weights)
-    return num / den.clamp_min(torch.finfo(losses.dtype).tiny), den
+    total = weights.sum(1)
+    return (losses * weights).sum(1) / total.clamp_min(torch.finfo(losses.dtype).tiny), total
 
 
-def _reduce(values, reduction, counted=None):
-    """Per-image (or one batch-level) values → the requested reduction.
+def _reduce(losses, reduction, weights=None, skip_empty=False):
+    """Row losses [G, K] (groups: images, or the batch) → the requested reduction of the
+    groups' (weighted) means over their rows.
 
-    ``mean`` averages over ``counted`` groups when given (the others are skipped), else over all.
+    ``mean`` with ``skip_empty`` averages over the groups of nonzero weight only.
     """
+    if weights is None and reduction == "mean":  # a mean of means over equal numbers of rows
+        return losses.mean()
+    if weights is None:
+        values, total = losses.mean(1), None
+    else:
+        values, total = _weighted_means(losses, weights)
     if reduction == "none":
         return values if values.numel() > 1 else values[0]
-    total = values.sum()
     if reduction == "sum":
-        return total
-    if counted is None:
-        return total / values.numel()
-    return total / counted.sum().clamp_min(1).to(total.dtype)
+        return values.sum()
+    if not skip_empty:
+        return values.mean()
+    return values.sum() / (total > 0).sum().clamp_min(1).to(values.dtype)
 
 
-def _rows_of(weights, class_ids, device):
-    """Candidate rows of a [G, K] weight table: group and class of every row of nonzero weight.
-
-    On CPU the rows of zero weight are dropped before any per-pixel work; on GPU they are kept
-    and weighted by 0, so that nothing waits for the host.
-    """
-    n_groups = weights.shape[0]
-    group = torch.arange(n_groups, device=device).unsqueeze(1).expand_as(weights).reshape(-1)
-    cls = class_ids.unsqueeze(0).expand_as(weights).reshape(-1)
-    weights = weights.reshape(-1)
-    if device.type == "cpu":
-        selected = weights.nonzero().squeeze(1)
-        group, cls, weights = group[selected], cls[selected], weights[selected]
-    return group, cls, weights
+def _kernel_rows(weights, class_ids):
+    """For the C kernel: the rows of nonzero weight of a [G, K] table, as (flat index in the
+    table, group, class), so that absent rows are dropped before any pixel is read."""
+    n_classes = weights.shape[1]
+    selected = weights.reshape(-1).nonzero().squeeze(1)
+    return selected, selected // n_classes, class_ids.index_select(0, selected % n_classes)
 
 
-def _zero(x):
-    """A 0-d zero that keeps the graph (zero gradient), for calls with nothing to count."""
-    return (x.reshape(-1)[:1] * 0.0).sum().to(compute_dtype(x))
-
-
-def _class_rows_loss(
-    x,
-    y,
-    weights,
-    weights_c,
-    class_ids,
-    per_image,
-    make_rows,
-    sync,
-    reduction,
-    softmax=False,
-    probabilities_of=None,
+def _class_rows_by_kernel(
+    x, y, weights, class_ids, per_image, make_rows, softmax=False, check_range=False
 ):
-    """Rows of nonzero weight → one kernel call → weighted mean per image → the reduction.
-
-    ``weights`` [G, K] says which (image or batch, class) rows count; ``weights_c`` scales them.
-    ``softmax``: ``x`` are logits, turned into probabilities inside the kernel.
-    ``probabilities_of``: the loss's name, when ``x`` must be probabilities (checked).
-    """
-    batch = x.shape[0]
-    weights = weights.double() if weights_c is None else weights * weights_c[class_ids]
-    group, cls, weights = _rows_of(weights, class_ids, x.device)
-    if group.numel() == 0:
-        zero = _zero(x)
-        return zero.expand(batch) if reduction == "none" and per_image else zero
+    """C kernel: the row losses [G, K] of the rows of nonzero ``weights`` [G, K] (0 elsewhere),
+    and with ``check_range`` the range of ``x`` it read (else, or without rows, None)."""
+    selected, group, cls = _kernel_rows(weights, class_ids)
+    losses = x.new_zeros(weights.numel(), dtype=compute_dtype(x))
+    if selected.numel() == 0:  # nothing counts: a zero that keeps the graph
+        return losses.view_as(weights) + x.reshape(-1)[:1].to(losses.dtype) * 0.0, None
     rows = make_rows(group if per_image else None, cls)
-    losses = lovasz_rows(x, y, rows, sync=sync, softmax=softmax, probabilities_of=probabilities_of)
-    values, _ = _group_means(losses, weights, group, batch if per_image else 1)
-    return _reduce(values, reduction)
+    found, x_range = ops.kernel_rows(x, y, rows, softmax=softmax, check_range=check_range)
+    return losses.index_copy(0, selected, found).view_as(weights), x_range
+
+
+def _engine_rows(errors, foreground, groups, sync, dtype, checks):
+    """Engine: the row losses [G, K] in ``dtype`` and foreground counts [G, K] of rows [G·K, L].
+    Shapes stay fixed unless ``checks`` is ``"sync"``: a call that reads the host anyway may
+    compact its rows on CPU (``engine.row_losses``)."""
+    losses, gts = engine.row_losses(errors, foreground, sync, fixed_shape=checks != "sync")
+    return losses.to(dtype).view(groups, -1), gts.view(groups, -1)
+
+
+def _any_valid(valid, per_image, sync):
+    """Whether each group (image, or the batch) has a valid pixel: ``valid`` [B, S] → [G, 1],
+    or per channel, [B, C, S] → [G, C]; across processes with ``sync``."""
+    found = valid.any(-1) if valid.dim() == 3 else valid.any(-1, keepdim=True)
+    if not per_image:
+        found = found.any(0, keepdim=True)
+    if sync:
+        found = distributed.all_reduce_sum(found.long()) > 0
+    return found
 
 
 def lovasz_hinge(
@@ -213,6 +162,7 @@ def lovasz_hinge(
     empty: str = "include",
     reduction: str = "mean",
     sync: str = "none",
+    checks: str | None = None,
     ignore: int | None = None,
 ) -> torch.Tensor:
     """Binary Lovász hinge loss on raw logits (the authors' ``lovasz_hinge``, and variants).
@@ -231,6 +181,9 @@ def lovasz_hinge(
             pushes down only its single worst pixel), ``"skip"`` leaves them out of the average.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image values when ``per_image``).
         sync: ``"global"`` computes the batch-level loss over the pixels of every DDP process.
+        checks: how the labels are checked: ``"sync"`` (one host read, ``ValueError``; the
+            default on CPU), ``"async"`` (a device-side assert, no host read: the default on
+            other devices, and what ``torch.compile(fullgraph=True)`` needs) or ``"off"``.
         ignore: the reference code's name for ``ignore_index``.
 
     Returns:
@@ -246,64 +199,67 @@ def lovasz_hinge(
     if logits.dim() >= 2 and logits.shape[1] == 1 and labels.dim() == logits.dim() - 1:
         logits = logits.squeeze(1)
     labels = _flatten_labels(labels, logits.shape, name, logits.device)
-    batch, device = logits.shape[0], logits.device
+    checks = checking.choose(name, checks, logits.device)
+    batch = logits.shape[0]
     x = logits.reshape(batch, 1, -1)
-    valid = _checked_valid(labels, 2, ignore_index, name)
-    column, void = labels.to(torch.uint8), None
-    if valid is not None and (device.type != "cpu" or not bool(valid.all())):
-        void, column = _VOID, torch.where(valid, column, _VOID)
+    global_sync = sync == "global" and not per_image
 
     # One row per image (or one for the batch) whose foreground is label 1; the symmetric
     # variant adds the same rows with the logits negated and label 0 as foreground.
-    groups = batch if per_image else 1
-    image = torch.arange(groups, device=device)
-    targets = [1, 0] if symmetric else [1]
-    target = torch.tensor(targets, device=device).repeat_interleave(groups)
-    sign = (1 - 2 * (1 - target)) if symmetric else None
-    image = image.repeat(len(targets))
-    rows = Rows(
-        image=image if per_image else None,
-        channel=torch.zeros_like(target),
-        target=target,
-        void=void,
-        num_labels=3,
-        sign=sign,
-        offset=1.0,
-        activation=activation,
-    )
-    global_sync = sync == "global" and not per_image
-    losses = lovasz_rows(x, column.unsqueeze(1), rows, sync=global_sync)
-
-    if empty == "skip":  # a row counts when its foreground is not empty
-        present = torch.stack([(column == t).view(groups, -1).any(1) for t in targets]).view(-1)
-        if global_sync:
-            present = distributed.all_reduce_sum(present.long()) > 0
-        weights = present
+    groups, halves = (batch if per_image else 1), (2 if symmetric else 1)
+    if ops.uses_kernel(x, activation, global_sync):
+        valid = _checked_valid(labels, 2, ignore_index, name)
+        column, void = labels.to(torch.uint8), None
+        if valid is not None and not bool(valid.all()):
+            void, column = _VOID, torch.where(valid, column, _VOID)
+        target = torch.tensor([1, 0][:halves]).repeat_interleave(groups)
+        rows = Rows(
+            image=torch.arange(groups).repeat(halves) if per_image else None,
+            channel=torch.zeros_like(target),
+            target=target,
+            void=void,
+            num_labels=3,
+            sign=2 * target - 1 if symmetric else None,
+            offset=1.0,
+        )
+        losses = ops.kernel_rows(x, column.unsqueeze(1), rows)[0].view(halves, groups).t()
+        gts = torch.stack([(column == t).view(groups, -1).sum(1) for t in (1, 0)[:halves]]).t()
     else:
-        weights = torch.ones_like(losses)
-    values, counted = _group_means(losses, weights, image, groups)
-    return _reduce(values, reduction, counted > 0 if empty == "skip" else None)
+        checking.report(name, checks, [checking.labels_in_range(labels, 2, ignore_index)])
+        errors, foreground = hinge_errors(
+            x.to(compute_dtype(x)), labels, per_image, ignore_index, symmetric, activation
+        )
+        losses, gts = _engine_rows(
+            errors, foreground, groups, global_sync, compute_dtype(x), checks
+        )
+
+    weights = gts > 0 if empty == "skip" else None  # a row counts when it has foreground
+    return _reduce(losses, reduction, weights, skip_empty=empty == "skip")
 
 
 def lovasz_softmax(
     probas: torch.Tensor,
     labels: torch.Tensor,
-    classes: str | Sequence[int] = "present",
+    classes: str | Sequence[int] | torch.Tensor = "present",
     per_image: bool = False,
     ignore_index: int | None = None,
     *,
     class_weights: Sequence[float] | torch.Tensor | None = None,
     reduction: str = "mean",
     sync: str = "none",
+    checks: str | None = None,
+    from_logits: bool = False,
     ignore: int | None = None,
 ) -> torch.Tensor:
     """Multi-class Lovász-softmax loss on probabilities (the authors' ``lovasz_softmax``).
 
     Args:
-        probas: [B, C, *] class probabilities (softmax output), any float dtype.
+        probas: [B, C, *] class probabilities (softmax output), any float dtype; logits with
+            ``from_logits``.
         labels: [B, *] class ids in [0, C) or ``ignore_index``, any integer dtype.
         classes: ``"present"`` averages over classes with a valid pixel (in the image when
-            ``per_image``, in the batch otherwise), ``"all"`` over every class, or a list of ids.
+            ``per_image``, in the batch otherwise), ``"all"`` over every class, or a list (or
+            1-d tensor) of ids.
         per_image: average the per-image losses over the batch (an image without a valid pixel
             contributes 0); otherwise one loss over all pixels of the batch.
         ignore_index: label value whose pixels are left out.
@@ -311,23 +267,199 @@ def lovasz_softmax(
             weights of the classes actually counted.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image values when ``per_image``).
         sync: ``"global"`` computes the batch-level loss over the pixels of every DDP process.
+        checks: ``"sync"``, ``"async"`` or ``"off"``, as for ``lovasz_hinge``; they cover the
+            labels, the probabilities' range, a tensor of ``classes`` and ``class_weights``.
+        from_logits: ``probas`` are logits: their softmax over C is taken inside, the caller
+            keeps no copy of it (on the C kernel, its backward is written over it).
         ignore: the reference code's name for ``ignore_index``.
 
     Returns:
         a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
 
-    Raises ``ValueError`` for probabilities outside [0, 1] (logits given by mistake: use
-    ``LovaszSoftmaxLoss``, which applies the softmax), a single channel (use the hinge), labels
+    Raises ``ValueError`` for probabilities outside [0, 1] (logits given by mistake: pass
+    ``from_logits=True`` or use ``LovaszSoftmaxLoss``), a single channel (use the hinge), labels
     on another device.
     """
-    ignore_index = _ignore_alias("lovasz_softmax", ignore_index, ignore)
-    return _softmax_loss(
-        probas, labels, classes, per_image, ignore_index, class_weights, reduction, sync, False
-    )
+    name = "lovasz_softmax"
+    ignore_index = _ignore_alias(name, ignore_index, ignore)
+    _check_options(name, reduction, sync)
+    if probas.dim() < 2 or probas.numel() == 0:
+        what = "logits" if from_logits else "probabilities"
+        raise ValueError(f"{name}: expected {what} [B, C, *], got shape {tuple(probas.shape)}")
+    batch, num_classes = probas.shape[:2]
+    device = probas.device
+    if num_classes == 1:
+        raise ValueError(
+            f"{name}: scores of shape {tuple(probas.shape)} have a single channel; for binary "
+            "segmentation with one logit per pixel use lovasz_hinge (or LovaszHingeLoss)"
+        )
+    labels = _flatten_labels(labels, (batch, *probas.shape[2:]), name, device)
+    checks = checking.choose(name, checks, device)
+    p = probas.reshape(batch, num_classes, -1)
+    class_ids, present_only, ids_check = checking.class_ids(classes, num_classes, device, name)
+    weights_c, weights_check = checking.class_weights(class_weights, num_classes, device, name)
+    global_sync = sync == "global" and not per_image
+    groups = batch if per_image else 1
+
+    if ops.uses_kernel(p, sync=global_sync):
+        checking.report(name, "sync", [ids_check, weights_check])
+        if class_ids is None:
+            class_ids = torch.arange(num_classes)
+        counts, column, void, num_labels = _label_counts(labels, num_classes, ignore_index, name)
+        if not per_image:
+            counts = counts.sum(0, keepdim=True)
+        has_valid = counts.sum(1, keepdim=True) > 0
+        counts = counts[:, class_ids]
+        weights = counts > 0 if present_only else has_valid.expand_as(counts)
+        if weights_c is not None:
+            weights = weights * weights_c[class_ids]
+
+        def rows(image, cls):
+            return Rows(image=image, channel=cls, target=cls, void=void, num_labels=num_labels)
+
+        losses, x_range = _class_rows_by_kernel(
+            p,
+            column.unsqueeze(1),
+            weights,
+            class_ids,
+            per_image,
+            rows,
+            softmax=from_logits,
+            check_range=not from_logits,
+        )
+        if x_range is not None:
+            checking.report(name, "sync", [checking.probabilities(*x_range)])
+    else:
+        found = [checking.labels_in_range(labels, num_classes, ignore_index), ids_check]
+        found += [weights_check, None if from_logits else checking.probabilities(*p.aminmax())]
+        checking.report(name, checks, found)
+
+        dtype = compute_dtype(p)
+        scores = torch.softmax(p.to(dtype), dim=1) if from_logits else p.to(dtype)
+        errors, foreground = softmax_errors(scores, labels, class_ids, per_image, ignore_index)
+        losses, gts = _engine_rows(errors, foreground, groups, global_sync, dtype, checks)
+        if present_only:
+            weights = gts > 0
+        elif ignore_index is not None:
+            weights = _any_valid(labels != ignore_index, per_image, global_sync).expand_as(gts)
+        else:
+            weights = None
+        if weights_c is not None:
+            weights_c = weights_c if class_ids is None else weights_c[class_ids]
+            weights = weights_c.expand_as(gts) if weights is None else weights * weights_c
+    return _reduce(losses, reduction, weights)
+
+
+def lovasz_multilabel(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    kind: str = "sigmoid",
+    classes: str | Sequence[int] | torch.Tensor = "present",
+    per_image: bool = False,
+    ignore_index: int | None = None,
+    *,
+    class_weights: Sequence[float] | torch.Tensor | None = None,
+    reduction: str = "mean",
+    sync: str = "none",
+    checks: str | None = None,
+) -> torch.Tensor:
+    """Multilabel Lovász loss: one Lovász loss per channel, averaged over the counted channels.
+
+    Args:
+        scores: [B, C, *]: probabilities (``kind="sigmoid"``, the Lovász-sigmoid errors
+            ``|y - p|``) or raw logits (``kind="hinge"``, the Lovász hinge per channel).
+        targets: [B, C, *] 0/1 targets (any dtype), or ``ignore_index``.
+        classes: ``"present"`` averages over channels with at least one positive (in the image
+            when ``per_image``, in the batch otherwise), ``"all"`` over every channel with a valid
+            pixel, or a list (or 1-d tensor) of channel ids.
+        per_image, ignore_index, class_weights, reduction, sync, checks: as for
+            ``lovasz_softmax``.
+
+    Returns:
+        a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
+    """
+    name = "lovasz_multilabel"
+    _check_options(name, reduction, sync)
+    _check_choice(name, "kind", kind, ("sigmoid", "hinge"))
+    if scores.dim() < 2 or scores.numel() == 0:
+        raise ValueError(f"{name}: expected scores [B, C, *], got shape {tuple(scores.shape)}")
+    if targets.device != scores.device:
+        raise ValueError(
+            f"{name}: targets are on {targets.device} but the scores on {scores.device}; move "
+            "both to the same device"
+        )
+    if targets.shape != scores.shape:
+        raise ValueError(
+            f"{name}: targets of shape {tuple(targets.shape)} do not match scores of shape "
+            f"{tuple(scores.shape)}: one 0/1 target per score"
+        )
+    checks = checking.choose(name, checks, scores.device)
+    batch, num_classes = scores.shape[:2]
+    device = scores.device
+    x = scores.reshape(batch, num_classes, -1)
+    y = targets.reshape(batch, num_classes, -1)
+    class_ids, present_only, ids_check = checking.class_ids(classes, num_classes, device, name)
+    weights_c, weights_check = checking.class_weights(class_weights, num_classes, device, name)
+    global_sync = sync == "global" and not per_image
+    groups = batch if per_image else 1
+    offset = 1.0 if kind == "hinge" else 0.0
+
+    if ops.uses_kernel(x, sync=global_sync):
+        checking.report(name, "sync", [ids_check, weights_check])
+        if class_ids is None:
+            class_ids = torch.arange(num_classes)
+        y, void = _kernel_targets(y, ignore_index, name)
+        positives = (y == 1).sum(-1)
+        valid_any = (y != _VOID).any(-1) if void is not None else torch.ones_like(positives).bool()
+        if not per_image:
+            positives, valid_any = positives.sum(0, keepdim=True), valid_any.any(0, keepdim=True)
+        weights = (positives > 0 if present_only else valid_any)[:, class_ids]
+        if weights_c is not None:
+            weights = weights * weights_c[class_ids]
+
+        def rows(image, cls):
+            return Rows(image=image, channel=cls, target=None, void=void, offset=offset)
+
+        losses, _ = _class_rows_by_kernel(x, y, weights, class_ids, per_image, rows)
+    else:
+        found = [checking.binary_targets(y, ignore_index), ids_check, weights_check]
+        checking.report(name, checks, found)
+
+        errors, foreground = multilabel_errors(
+            x.to(compute_dtype(x)), y, class_ids, per_image, ignore_index, hinge=kind == "hinge"
+        )
+        losses, gts = _engine_rows(
+            errors, foreground, groups, global_sync, compute_dtype(x), checks
+        )
+        if present_only:
+            weights = gts > 0
+        elif ignore_index is not None:
+            weights = _any_valid(y != ignore_index, per_image, global_sync)
+            weights = weights if class_ids is None else weights[:, class_ids]
+        else:
+            weights = None
+        if weights_c is not None:
+            weights_c = weights_c if class_ids is None else weights_c[class_ids]
+            weights = weights_c.expand_as(gts) if weights is None else weights * weights_c
+    return _reduce(losses, reduction, weights)
+
+
+def _kernel_targets(y, ignore_index, name):
+    """For the C kernel (CPU): checked 0/1 targets → uint8 targets with void pixels set to
+    ``_VOID``, and the void label (None when no pixel is void)."""
+    integer = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+    if integer and _checked_valid(y, 2, ignore_index, name, "targets") is None:
+        return y.to(torch.uint8), None  # 0/1 only (one min/max pass)
+    valid = None if ignore_index is None else y != ignore_index
+    checking.report(name, "sync", [checking.binary_targets(y, ignore_index)])
+    y = (y == 1).to(torch.uint8)
+    if valid is None or bool(valid.all()):
+        return y, None
+    return y.masked_fill_(~valid, _VOID), _VOID
 
 
 def _label_counts(labels, num_classes, ignore_index, name):
-    """Checked labels [B, S] → pixel counts per (image, class) [B, C], the labels as the kernel
+    """For the C kernel (CPU): checked labels [B, S] → pixel counts per (image, class) [B, C], the labels as the kernel
     reads them (uint8 where they fit), their void label (None when no pixel is void) and the
     number of label values.
 
@@ -354,7 +486,9 @@ def _label_counts(labels, num_classes, ignore_index, name):
             void_pixels = 0
         if bool(extra.any()):
             bad = (extra.nonzero().squeeze(1)[:8] + num_classes).tolist()
-            raise _label_error(name, "labels", bad, num_classes, ignore_index)
+            raise ValueError(
+                f"{name}: " + checking.label_error("labels", bad, num_classes, ignore_index)
+            )
         small = torch.uint8 if width <= 256 else torch.int32
         void = ignore_index if void_pixels else None
         return counts[:, :num_classes], labels.to(small), void, width
@@ -369,139 +503,3 @@ def _label_counts(labels, num_classes, ignore_index, name):
         valid = None  # no void pixel after all: skip the masking passes
     small = torch.uint8 if num_classes < 255 else torch.int32
     return counts[:, :num_classes], column.to(small), None if valid is None else void, void + 1
-
-
-def _softmax_loss(
-    scores, labels, classes, per_image, ignore_index, class_weights, reduction, sync, from_logits
-):
-    """``lovasz_softmax`` on probabilities, or on logits (``from_logits``) with the softmax
-    done inside the kernel, whose backward is then far cheaper than autograd's softmax's."""
-    name = "lovasz_softmax"
-    _check_options(name, reduction, sync)
-    if scores.dim() < 2 or scores.numel() == 0:
-        what = "logits" if from_logits else "probabilities"
-        raise ValueError(f"{name}: expected {what} [B, C, *], got shape {tuple(scores.shape)}")
-    batch, num_classes = scores.shape[:2]
-    device = scores.device
-    if num_classes == 1:
-        raise ValueError(
-            f"{name}: scores of shape {tuple(scores.shape)} have a single channel; for binary "
-            "segmentation with one logit per pixel use lovasz_hinge (or LovaszHingeLoss)"
-        )
-    labels = _flatten_labels(labels, (batch, *scores.shape[2:]), name, device)
-    p = scores.reshape(batch, num_classes, -1)
-    counts, column, void, num_labels = _label_counts(labels, num_classes, ignore_index, name)
-    class_ids, present_only = _class_selection(classes, num_classes, device, name)
-    weights_c = _class_weights(class_weights, num_classes, device, name)
-    global_sync = sync == "global" and not per_image
-    if not per_image:
-        counts = counts.sum(0, keepdim=True)
-        if global_sync:
-            counts = distributed.all_reduce_sum(counts)
-    has_valid = counts.sum(1, keepdim=True) > 0
-    counts = counts[:, class_ids]
-    weights = counts > 0 if present_only else has_valid.expand_as(counts)
-
-    def rows(image, cls):
-        return Rows(image=image, channel=cls, target=cls, void=void, num_labels=num_labels)
-
-    return _class_rows_loss(
-        p,
-        column,
-        weights,
-        weights_c,
-        class_ids,
-        per_image,
-        rows,
-        global_sync,
-        reduction,
-        softmax=from_logits,
-        probabilities_of=None if from_logits else name,
-    )
-
-
-def lovasz_multilabel(
-    scores: torch.Tensor,
-    targets: torch.Tensor,
-    kind: str = "sigmoid",
-    classes: str | Sequence[int] = "present",
-    per_image: bool = False,
-    ignore_index: int | None = None,
-    *,
-    class_weights: Sequence[float] | torch.Tensor | None = None,
-    reduction: str = "mean",
-    sync: str = "none",
-) -> torch.Tensor:
-    """Multilabel Lovász loss: one Lovász loss per channel, averaged over the counted channels.
-
-    Args:
-        scores: [B, C, *]: probabilities (``kind="sigmoid"``, the Lovász-sigmoid errors
-            ``|y - p|``) or raw logits (``kind="hinge"``, the Lovász hinge per channel).
-        targets: [B, C, *] 0/1 targets (any dtype), or ``ignore_index``.
-        classes: ``"present"`` averages over channels with at least one positive (in the image
-            when ``per_image``, in the batch otherwise), ``"all"`` over every channel with a valid
-            pixel, or a list of channel ids.
-        per_image, ignore_index, class_weights, reduction, sync: as for ``lovasz_softmax``.
-
-    Returns:
-        a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
-    """
-    name = "lovasz_multilabel"
-    _check_options(name, reduction, sync)
-    _check_choice(name, "kind", kind, ("sigmoid", "hinge"))
-    if scores.dim() < 2 or scores.numel() == 0:
-        raise ValueError(f"{name}: expected scores [B, C, *], got shape {tuple(scores.shape)}")
-    if targets.device != scores.device:
-        raise ValueError(
-            f"{name}: targets are on {targets.device} but the scores on {scores.device}; move "
-            "both to the same device"
-        )
-    if targets.shape != scores.shape:
-        raise ValueError(
-            f"{name}: targets of shape {tuple(targets.shape)} do not match scores of shape "
-            f"{tuple(scores.shape)}: one 0/1 target per score"
-        )
-    batch, num_classes = scores.shape[:2]
-    device = scores.device
-    x = scores.reshape(batch, num_classes, -1)
-    y = targets.reshape(batch, num_classes, -1)
-    integer = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
-    if integer and _checked_valid(y, 2, ignore_index, name, "targets") is None:
-        valid = None  # 0/1 only (one min/max pass)
-    else:
-        valid = None if ignore_index is None else y != ignore_index
-        bad = (y != 0) & (y != 1)
-        if valid is not None:
-            bad &= valid
-        if bool(bad.any()):
-            values = torch.unique(y[bad])[:8].tolist()
-            raise ValueError(
-                f"{name}: targets contain {values}; expected 0 or 1"
-                + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
-            )
-    class_ids, present_only = _class_selection(classes, num_classes, device, name)
-    weights_c = _class_weights(class_weights, num_classes, device, name)
-
-    y = y.to(torch.uint8) if integer and valid is None else (y == 1).to(torch.uint8)
-    if valid is not None:
-        y.masked_fill_(~valid, _VOID)
-    positives = (y == 1).sum(-1)
-    valid_any = (y != _VOID).any(-1) if valid is not None else torch.ones_like(positives).bool()
-    global_sync = sync == "global" and not per_image
-    if not per_image:
-        positives, valid_any = positives.sum(0, keepdim=True), valid_any.any(0, keepdim=True)
-        if global_sync:
-            positives = distributed.all_reduce_sum(positives)
-            valid_any = distributed.all_reduce_sum(valid_any.long()) > 0
-    weights = (positives > 0 if present_only else valid_any)[:, class_ids]
-    has_void = valid is not None and (device.type != "cpu" or not bool(valid.all()))
-    offset = 1.0 if kind == "hinge" else 0.0
-
-    def rows(image, cls):
-        return Rows(
-            image=image, channel=cls, target=None, void=_VOID if has_void else None, offset=offset
-        )
-
-    return _class_rows_loss(
-        x, y, weights, weights_c, class_ids, per_image, rows, global_sync, reduction
-    )

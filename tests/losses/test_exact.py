@@ -1,13 +1,11 @@
-"""The batched kernels against the definitions, closed forms and gradcheck, in float64 (the PyTorch
-path), and the masked (CUDA) path against the compacted one."""
+"""The engine against the definitions, closed forms and gradcheck, in float64."""
 
 import itertools
 
 import pytest
 import torch
 
-from lovaszseg.losses import LovaszSoftmaxLoss, functional, lovasz_hinge, lovasz_softmax
-from lovaszseg.losses import lovasz as kernel
+from lovaszseg.losses import LovaszSoftmaxLoss, lovasz_hinge, lovasz_softmax
 
 from . import brute_force
 
@@ -143,44 +141,6 @@ def test_gradcheck(per_image):
     binary = labels.clamp(max=1).masked_fill(labels == IGNORE, IGNORE)
     x = logits[:, 0].detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: lovasz_hinge(x, binary, per_image, IGNORE), (x,))
-
-
-@pytest.mark.parametrize("per_image", [False, True])
-def test_masked_path_equals_compacted_path(per_image, monkeypatch):
-    """The CUDA code path (masking instead of compaction) gives the same numbers; run on CPU."""
-    g = torch.Generator().manual_seed(4)
-    labels = _labels((3, 6, 7), 4, g, 0.2)
-    labels[0] = IGNORE
-    probas = torch.randn(3, 5, 6, 7, generator=g).softmax(1)
-    binary = labels.clamp(max=1).masked_fill(labels == IGNORE, IGNORE)
-    logits = torch.randn(3, 6, 7, generator=g)
-
-    def on_logits(x, y, **options):  # the softmax inside the kernel, its own backward
-        return LovaszSoftmaxLoss(**options)(x, y)
-
-    cases = [(lovasz_softmax, probas, labels), (lovasz_hinge, logits, binary)]
-    cases.append((on_logits, probas.log(), labels))
-
-    def run():
-        out = []
-        for fn, x, y in cases:
-            x = x.clone().requires_grad_(True)
-            loss = fn(x, y, per_image=per_image, ignore_index=IGNORE)
-            loss.backward()
-            out += [loss.detach(), x.grad]
-        return out
-
-    compact = run()
-    monkeypatch.setattr(
-        functional,
-        "lovasz_rows",
-        lambda x, y, rows, sync=False, softmax=False, **_: kernel._LovaszExtension.apply(
-            x, y, rows, False, sync, softmax
-        ),
-    )
-    masked = run()
-    for a, b in zip(compact, masked, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.path("torch")  # float64: the kernel computes in float32

@@ -131,7 +131,19 @@ def test_opcheck_passes_for_every_operator():
     probas = logits.softmax(1)
     image, rows_channel = torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])
     cases = [
-        (logits.requires_grad_(), labels, None, channel, channel.clone(), None, 0.0, -1, True, False),
+        (
+            logits.requires_grad_(),
+            labels,
+            None,
+            channel,
+            channel.clone(),
+            None,
+            0.0,
+            -1,
+            True,
+            False,
+            False,
+        ),
         (
             probas.clone().requires_grad_(),
             labels,
@@ -143,6 +155,7 @@ def test_opcheck_passes_for_every_operator():
             255,
             False,
             True,
+            False,
         ),
         (
             logits.detach(),
@@ -153,6 +166,7 @@ def test_opcheck_passes_for_every_operator():
             torch.tensor([1.0, -1.0, 1.0]),
             1.0,
             -1,
+            False,
             False,
             False,
         ),
@@ -371,9 +385,12 @@ def test_a_wheels_library_is_used_only_if_built_from_this_source(monkeypatch, tm
     assert native._prebuilt("serial", digest).path == tmp_path / "_lovasz_serial.ok.so"
 
 
-def test_the_eager_softmax_backward_writes_over_the_probabilities_only_when_unobserved(monkeypatch):
-    """LovaszSoftmaxLoss drops the operator's probabilities output, so its backward reuses their
-    memory for the gradient; a caller that holds them (opcheck does) keeps them intact."""
+def test_the_eager_softmax_backward_writes_over_the_probabilities_only_when_told_it_may(
+    monkeypatch,
+):
+    """LovaszSoftmaxLoss drops the operator's probabilities output and says so
+    (``probas_disposable``), so its backward reuses their memory for the gradient; a caller that
+    keeps them (as opcheck does) passes False and finds them intact."""
     calls = []
     original = native.softmax_backward
     monkeypatch.setattr(
@@ -386,7 +403,17 @@ def test_the_eager_softmax_backward_writes_over_the_probabilities_only_when_unob
     y = torch.randint(0, 3, (2, 40), generator=g)
     (in_place,) = torch.autograd.grad(LovaszSoftmaxLoss()(x, y), x)
     out = ops.rows(
-        x, y.to(torch.uint8), None, torch.arange(3), torch.arange(3), None, 0.0, -1, True, False
+        x,
+        y.to(torch.uint8),
+        None,
+        torch.arange(3),
+        torch.arange(3),
+        None,
+        0.0,
+        -1,
+        True,
+        False,
+        False,
     )
     kept_probas = out[4].clone()
     (held,) = torch.autograd.grad(out[0].sum() / 3, x)
