@@ -2,8 +2,9 @@
 
 Reads the runs' metrics.csv / results.json / .hydra, and writes ``miou_per_epoch.png``,
 ``report.md`` and ``report.json`` into ``--out`` (default: the first directory given), then
-prints the ranked table. Runs of different data or metric definitions are always compared
-apart, in panels of their own. Bad input exits with status 2 and a message naming the path.
+prints the ranked table. Runs of different data or metric definitions, and the continuation
+arms of a study (restart, continued), are always compared apart, in panels of their own (a
+study's command is in ``--help``). Bad input exits with status 2 and a message naming the path.
 """
 
 from __future__ import annotations
@@ -19,20 +20,31 @@ from rich.console import Console
 
 from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.document import render_markdown, subject
+from lovaszseg.reporting.holm import correct_panel
 from lovaszseg.reporting.optuna import describe, find_searches
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.runs import load_runs
+from lovaszseg.reporting.stopping import compare_to_stopping
 from lovaszseg.reporting.table import incomplete_table, panel_tables, to_rich
 from lovaszseg.runs import contract
 from lovaszseg.runs.atomic import write_text_atomic
 
 FIGURE_NAME = "miou_per_epoch.png"
+STUDY_EXAMPLE = """\
+A study's report over both continuation arms (each arm a panel with its own control, labelled
+'bce → lovasz_hinge (restart)' / '(continued)'), each mode also paired with the baseline run it
+continued from, p corrected across the modes:
+  python -m lovaszseg.report runs/modes runs/continued --baseline "bce → bce" \\
+      --continued-from runs/baseline --holm --out arms/
+"""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lovaszseg.report",
         description="Compare loss configurations: figure, ranked table and JSON from runs.",
+        epilog=STUDY_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "dirs",
@@ -47,7 +59,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline",
         metavar="LOSS",
-        help="loss group to compare against (default: bce for binary, ce for multiclass runs)",
+        help="loss group to compare against (default: bce for binary, ce for multiclass runs); "
+        "with several arms, each arm's own group of that loss, e.g. 'bce → bce (restart)'",
     )
     parser.add_argument(
         "--metric",
@@ -62,6 +75,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(runs of different data or classes are always compared apart)",
     )
     parser.add_argument(
+        "--continued-from",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="the runs these runs continued from, one per seed (a study's baselines): adds each "
+        "group's Δ of its last score to its seed's last score there, paired by seed — what "
+        "continuing gains over stopping",
+    )
+    parser.add_argument(
+        "--holm",
+        action="store_true",
+        help="correct the paired tests' p across the groups of each panel (Holm–Bonferroni, "
+        "each metric and comparison on its own), e.g. the modes of a study's arm",
+    )
+    parser.add_argument(
         "--include-incomplete",
         action="store_true",
         help="count unfinished runs in the statistics (e.g. while a sweep runs)",
@@ -73,6 +101,13 @@ def build_report(args: argparse.Namespace) -> tuple[Report, list[dict[str, Any]]
     """Load, summarise and write the report files; raises ValueError on bad input."""
     runs = load_runs(args.dirs)
     report = summarise(runs, args.metric, args.baseline, args.by, args.include_incomplete)
+    if args.continued_from:
+        compare_to_stopping(report, load_runs(args.continued_from))
+        report.summary["continued_from"] = [str(path) for path in args.continued_from]
+    if args.holm:
+        for panel in report.panels:
+            correct_panel(panel)
+        report.summary["p_correction"] = "holm"
     out = args.out or args.dirs[0]
     plot_curves(report, f"{args.metric} per epoch — {subject(report)}", out / FIGURE_NAME)
     searches = find_searches(args.dirs)

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from lovaszseg.reporting.arms import arm_of, several_arms, with_arm
 from lovaszseg.reporting.grouping import loss_labels, pools, setting_caveats, setting_value
 from lovaszseg.reporting.runs import Run
 from lovaszseg.runs import contract
@@ -206,15 +207,21 @@ def summarise(
     keys = {
         run.path: (pool[run.path] or "", setting_value(run, by) if by else None) for run in runs
     }
-    panels, headings = [], []
+    panels, headings, baselines = [], [], set()
     for apart, value in sorted(set(keys.values()), key=lambda key: (key[0], str(key[1]))):
         members = [run for run in runs if keys[run.path] == (apart, value)]
         headings.append(" · ".join(p for p in (apart, f"{by}={value}" if by else "") if p) or None)
         by_value = " · ".join(p for p in (apart, value) if p) if apart else value
         frame = _scores(members, labels, metric, include_incomplete)
-        panels.append(_panel(by_value, members, frame, baseline, by))
+        arms = {arm_of(run) for run in members}
+        arm = arms.pop() if several_arms(runs) and len(arms) == 1 else None
+        named = baseline  # in a report of several arms, each arm's own control
+        if baseline is not None and arm and baseline not in set(frame["label"]):
+            named = with_arm(baseline, arm)
+        baselines.add(named)
+        panels.append(_panel(by_value, members, frame, named, by))
     known = sorted({g["label"] for p in panels for g in p["groups"]})
-    if baseline is not None and baseline not in known:
+    if baseline is not None and not baselines & set(known):
         raise ValueError(f"--baseline {baseline!r}: no such loss group; the groups are {known}")
     incomplete = [str(r.path) for r in runs if not r.complete]
     summary = {"metric": metric, "by": by, "panels": panels, "incomplete_runs": incomplete}

@@ -4,7 +4,8 @@ Runs are grouped by loss configuration: the ``loss`` group choice, refined by th
 whenever runs with the same choice were given different ones (weights from the command line or
 an experiment file), so that ``lovasz_hinge_bce`` at 0.5/0.5 and at 0.3/0.7 never merge into one
 mean. Runs of different data, or scored by a different definition of the metric (another task
-or class list), are never pooled: they form panels of their own. ``--by KEY`` splits runs into
+or class list), are never pooled: they form panels of their own, and so are the continuation
+arms of a study (restart, continued), each with its own control. ``--by KEY`` splits runs into
 panels by another setting (easy vs hard data), each ranked on its own. Any other setting that
 differs inside a panel is reported, never silently averaged.
 """
@@ -20,23 +21,36 @@ import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lovaszseg.reporting.arms import arm_of, from_loss, init_from, several_arms, with_arm
 from lovaszseg.reporting.runs import Run
 from lovaszseg.runs.contract import loss_of_checkpoint
 
 UNSET = "unset"
 _ABSENT = object()
 
-NOT_SETTINGS = ("seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path", "init_from")
-"""Keys and choices that legitimately differ between repetitions, or that the group label
-already covers; everything else differing inside a panel is a caveat."""
+NOT_SETTINGS = (
+    "seed",
+    "paths",
+    "logger",
+    "hydra",
+    "loss",
+    "experiment",
+    "ckpt_path",
+    "init_from",
+    "arm",
+)
+"""Keys and choices that legitimately differ between repetitions, or that the group label or
+the panel already covers; everything else differing inside a panel is a caveat."""
 
 
 def pools(runs: Sequence[Run]) -> dict[Path, str | None]:
-    """Each run's pool, named by what sets it apart (``data=voc2012``, or within one data
-    ``classes=21 (multiclass)``); None for every run when all may be pooled."""
+    """Each run's pool, named by what sets it apart (``data=voc2012``, within one data
+    ``classes=21 (multiclass)``, within those ``arm=continued``); None for every run when all
+    may be pooled."""
     named: dict[Path, list[str]] = {run.path: [] for run in runs}
     for members in _split(runs, "data", lambda run: run.data, named).values():
-        _split(members, "classes", _metric_definition, named)
+        for defined in _split(members, "classes", _metric_definition, named).values():
+            _split(defined, "arm", arm_of, named)
     return {path: " · ".join(parts) or None for path, parts in named.items()}
 
 
@@ -89,9 +103,11 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
     A run without ``.hydra/config.yaml`` joins its choice's group when all other runs of that
     choice agree on the settings, and is labelled "config unknown" when they do not.
     """
+    runs = list(runs)
+    name_arm = several_arms(runs)
     by_choice: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        by_choice[_loss_name(run)].append(run)
+        by_choice[with_arm(_loss_name(run), arm_of(run) if name_arm else None)].append(run)
     labels = {}
     for choice, members in by_choice.items():
         known = [r for r in members if r.config is not None]
@@ -109,16 +125,15 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
 
 
 def _loss_name(run: Run) -> str:
-    """The loss choice; ``bce → lovasz_hinge`` for the two-run finetune recipe, which starts
-    from another run's checkpoint (``init_from``) and must not merge with the direct mode.
-    The first run's loss is recorded in results.json (``init_from_loss``) at training time, so the
-    label survives copying the runs away from the checkpoints."""
-    results = run.results or {}
-    init_from = results.get("init_from") or (run.config or {}).get("init_from")
-    if not init_from:
-        return run.loss
-    first = results.get("init_from_loss") or loss_of_checkpoint(Path(str(init_from)))
-    return f"{first} → {run.loss}"
+    """The loss choice; ``bce → lovasz_hinge`` for a run that continues another (a study's
+    arm), which must not merge with the direct mode. The first run's loss is named by the arm's
+    config, or recorded in results.json (``init_from_loss``) at training time, so the label
+    survives copying the runs away from the checkpoints."""
+    start = init_from(run)
+    first = from_loss(run)
+    if first is None and start is not None:
+        first = (run.results or {}).get("init_from_loss") or loss_of_checkpoint(Path(start))
+    return f"{first} → {run.loss}" if first else run.loss
 
 
 def setting_value(run: Run, key: str) -> str:

@@ -49,12 +49,9 @@ def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> lis
         else None,
         _by_class(f"Per-class IoU Δ vs {base} (pp, Δ/σ){suffix}", classes, compared, _delta),
         paired_table(panel, metric, suffix),
-        _by_class(
-            f"Paired by seed: per-class IoU Δ vs {base} (pp; paired t, p){suffix}",
-            classes,
-            [g for g in groups if g["per_class_paired_vs_baseline"]],
-            _paired,
-        ),
+        _paired_by_class(panel, f"vs {base}", "baseline", suffix),
+        paired_table(panel, metric, suffix, against="stopping"),
+        _paired_by_class(panel, "at the last epoch vs stopping", "stopping", suffix),
     ]
     return [table for table in tables if table is not None]
 
@@ -83,10 +80,15 @@ def ranking_table(panel: dict[str, Any], metric: str, suffix: str) -> Table:
     return Table(f"Best {metric}{suffix}", pd.DataFrame(rows))
 
 
-def paired_table(panel: dict[str, Any], metric: str, suffix: str) -> Table | None:
-    """Each group against the baseline's run of the same seed: the differences, seed by seed,
-    their mean, and the paired t-test (two-sided p); None when no group pairs up."""
-    paired = [(g["label"], g["paired_vs_baseline"]) for g in panel["groups"]]
+def paired_table(
+    panel: dict[str, Any], metric: str, suffix: str, against: str = "baseline"
+) -> Table | None:
+    """Each group against its seed's run of the baseline (``against="baseline"``: best scores)
+    or of the run it continued from (``"stopping"``: last scores): the differences, seed by
+    seed, their mean, and the paired t-test (two-sided p, and Holm's where the report corrects
+    them); None when no group pairs up."""
+    key = f"paired_vs_{against}"
+    paired = [(g["label"], g[key]) for g in panel["groups"] if g.get(key) is not None]
     rows = [
         {
             "loss": label,
@@ -95,15 +97,47 @@ def paired_table(panel: dict[str, Any], metric: str, suffix: str) -> Table | Non
             "mean Δ (pp)": signed(test["mean"], 100.0, 2),
             "paired t": signed(test["t"], 1.0, 2),
             "p": p_value(test["p"]),
+            **({"p (Holm)": p_value(test["p_holm"])} if "p_holm" in test else {}),
         }
         for label, test in paired
-        if test is not None
     ]
     if not rows:
         return None
-    title = f"Paired by seed: Δ {metric} vs {panel['baseline']}{suffix}"
-    guide = paired_guide(test["n"] for _, test in paired if test is not None)
+    tests = [test for _, test in paired]
+    guide = paired_guide(test["n"] for test in tests)
+    if against == "stopping":
+        title = f"Paired by seed: Δ {metric} at the last epoch vs stopping{suffix}"
+        guide = STOPPING_GUIDE + " " + guide
+    else:
+        title = f"Paired by seed: Δ {metric} vs {panel['baseline']}{suffix}"
+    if any("p_holm" in test for test in tests):
+        guide += " " + HOLM_GUIDE
     return Table(title, pd.DataFrame(rows), label_column=0, guide=guide)
+
+
+STOPPING_GUIDE = (
+    "Each run's last validation score minus the last score of its seed's run that it continued "
+    "from (`--continued-from`): what continuing gains over just stopping there."
+)
+HOLM_GUIDE = (
+    "p (Holm) corrects p for the comparisons in this table (Holm–Bonferroni, each metric of "
+    "each panel on its own): read the verdict from it."
+)
+
+
+def _paired_by_class(panel: dict[str, Any], versus: str, against: str, suffix: str) -> Table | None:
+    """The paired comparisons of each class's IoU, classes down and groups across."""
+    key = f"per_class_paired_vs_{against}"
+    groups = [g for g in panel["groups"] if g.get(key)]
+    holm = any("p_holm" in test for g in groups for test in g[key].values())
+    title = (
+        f"Paired by seed: per-class IoU Δ {versus} (pp; paired t, p{'; Holm p' if holm else ''})"
+    )
+
+    def cell(group: dict[str, Any], name: str) -> str:
+        return _paired(group[key].get(name))
+
+    return _by_class(title + suffix, panel["class_names"], groups, cell)
 
 
 def incomplete_table(report: Report) -> Table:
@@ -146,12 +180,12 @@ def _delta(group: dict[str, Any], name: str) -> str:
     return f"{signed(delta['delta'], 100.0, 2)} ({NA if in_std is None else f'{in_std:+.1f}σ'})"
 
 
-def _paired(group: dict[str, Any], name: str) -> str:
-    paired = group["per_class_paired_vs_baseline"].get(name)
+def _paired(paired: dict[str, Any] | None) -> str:
     if paired is None:
         return NA
     mean, t = signed(paired["mean"], 100.0, 2), signed(paired["t"], 1.0, 1)
-    return f"{mean} ({t}, {p_value(paired['p'])})"
+    holm = f"; {p_value(paired['p_holm'])}" if "p_holm" in paired else ""
+    return f"{mean} ({t}, {p_value(paired['p'])}{holm})"
 
 
 def paired_guide(pairs) -> str:

@@ -53,16 +53,27 @@ def write_run(
     wall_time_s: float = 60.0,
     max_epochs: int | None = None,
     job_num: int = 0,
+    first_epoch: int = 0,
+    extra_iou: dict[str, list[float]] | None = None,
+    extra_config: dict | None = None,
+    extra_results: dict | None = None,
 ) -> Path:
     """Write one run; per-class IoU is derived so that its mean is exactly ``miou``.
 
     ``max_epochs`` defaults to the epochs logged; a crashed run logged fewer than it planned.
+    A run resumed from a checkpoint logs from its ``first_epoch`` on; ``extra_iou`` are IoUs
+    logged besides the classes' (``road_thin``), one value per epoch; ``extra_config`` and
+    ``extra_results`` are added to config.yaml and results.json (``arm``, ``init_from``).
     ``complete=False`` leaves out results.json (a killed run); ``status`` is what it records
     otherwise (the trainer writes ``running`` after each validation, ``failed`` on an error).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     per_class = [_per_class(m, classes) for m in miou]
-    write_metrics_csv(run_dir / "metrics.csv", metric_rows(miou, per_class))
+    logged = [
+        iou | {name: values[i] for name, values in (extra_iou or {}).items()}
+        for i, iou in enumerate(per_class)
+    ]
+    write_metrics_csv(run_dir / "metrics.csv", metric_rows(miou, logged, first_epoch))
     terms = {name: {"weight": w} for name, w in (weights or LOSS_TERMS[loss]).items()}
     task = "binary" if len(classes) == 2 else "multiclass"
     config = {
@@ -80,7 +91,8 @@ def write_run(
         },
         "model": {"encoder_name": "mobilenet_v2", "encoder_weights": None},
         "loss": {"_target_": "lovaszseg.losses.WeightedLoss", "terms": terms},
-        "trainer": {"max_epochs": max_epochs or len(miou)},
+        "trainer": {"max_epochs": max_epochs or first_epoch + len(miou)},
+        **(extra_config or {}),
     }
     choices = {
         "loss": loss,
@@ -108,7 +120,7 @@ def write_run(
     _write_yaml(run_dir / ".hydra" / "hydra.yaml", hydra)
     _write_yaml(run_dir / ".hydra" / "overrides.yaml", overrides)
     if complete:
-        best_epoch = max(range(len(miou)), key=lambda e: (miou[e], -e))
+        best = max(range(len(miou)), key=lambda e: (miou[e], -e))
         results = {
             "task": task,
             "data": data,
@@ -116,15 +128,20 @@ def write_run(
             "model": "deeplabv3plus_mobilenetv2",
             "experiment": "roads_modes",
             "seed": seed,
-            "epochs": len(miou),
+            "epochs": first_epoch + len(miou),
             "status": status,
             "best": {
-                "val/mIoU": miou[best_epoch],
-                "epoch": best_epoch,
-                "per_class_iou": per_class[best_epoch],
+                "val/mIoU": miou[best],
+                "epoch": first_epoch + best,
+                "per_class_iou": per_class[best],
             },
-            "final": {"val/mIoU": miou[-1], "epoch": len(miou) - 1, "per_class_iou": per_class[-1]},
+            "final": {
+                "val/mIoU": miou[-1],
+                "epoch": first_epoch + len(miou) - 1,
+                "per_class_iou": per_class[-1],
+            },
             "wall_time_s": wall_time_s,
+            **(extra_results or {}),
         }
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     return run_dir
@@ -174,11 +191,13 @@ def _per_class(miou: float, classes: tuple[str, ...]) -> dict[str, float]:
     return {name: BACKGROUND_IOU if i == 0 else rest for i, name in enumerate(classes)}
 
 
-def metric_rows(miou: list[float], per_class: list[dict[str, float]]) -> list[dict]:
+def metric_rows(
+    miou: list[float], per_class: list[dict[str, float]], first_epoch: int = 0
+) -> list[dict]:
     """What a Lightning run logs: two training rows and one validation row per epoch."""
     rows: list[dict] = []
     step = 0
-    for epoch, (m, classes) in enumerate(zip(miou, per_class, strict=True)):
+    for epoch, (m, classes) in enumerate(zip(miou, per_class, strict=True), start=first_epoch):
         for _ in range(2):
             step += 5
             rows.append({"epoch": epoch, "step": step, "train/loss": 1.0 / step})
