@@ -202,12 +202,9 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Batches in an order drawn from (torch's seed, epoch), each sample with its own
-        augmentation seed, so a run resumes mid-epoch exactly (``lovaszseg.data.sampling``).
-        Multi-process (DDP) runs keep Lightning's DistributedSampler instead."""
-        if self.train_dataset is None or self._distributed():
-            if self.train_dataset is not None and self.num_workers == 0:
-                # workers reseed themselves; in-process augmentation follows torch's (seeded) RNG
-                self.train_dataset.transform.reseed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        augmentation seed, so a run resumes mid-epoch exactly (``lovaszseg.data.sampling``);
+        under DDP each process takes its share of the same order."""
+        if self.train_dataset is None:
             return self._loader(self.train_dataset, train=True, shuffle=True)
         position, self._resume_at = self._resume_at, None
         if position is None:
@@ -216,20 +213,23 @@ class SegmentationDataModule(pl.LightningDataModule):
             len(self.train_dataset),
             seed=torch.initial_seed(),
             epoch=position.epoch,
-            start=min(position.batches * self.per_process_batch_size, len(self.train_dataset)),
+            start=min(position.batches * self.per_process_batch_size, self._share_of_train()),
+            num_replicas=self._world_size(),
+            rank=self.trainer.global_rank if self.trainer is not None else 0,
         )
         return self._loader(self.train_dataset, train=True, sampler=sampler)
 
     def _world_size(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
 
-    def _distributed(self) -> bool:
-        return self._world_size() > 1
+    def _share_of_train(self) -> int:
+        """How many training samples each process takes in an epoch (the last ones padded)."""
+        return -(-len(self.train_dataset) // self._world_size())
 
     def state_dict(self) -> dict[str, Any]:
         """The training position, saved in every checkpoint Lightning writes during fit."""
         trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit" or self._distributed():
+        if trainer is None or trainer.state.fn != "fit":
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:  # the epoch's last batch: the next one starts
