@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lovaszseg.runs import contract
+
 
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
@@ -22,12 +24,14 @@ def iou_table(title: str, columns: Mapping[str, Mapping[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("class")
     for label, entry in columns.items():
-        table.add_column(f"{label} (epoch {entry['epoch']}) IoU %", justify="right")
-    class_names = next(iter(columns.values()))["per_class_iou"] if columns else {}
+        table.add_column(f"{label} (epoch {entry[contract.EPOCH]}) IoU %", justify="right")
+    per_class = contract.PER_CLASS_IOU
+    class_names = next(iter(columns.values()))[per_class] if columns else {}
     for name in class_names:
-        table.add_row(name, *(_percent(e["per_class_iou"].get(name)) for e in columns.values()))
+        table.add_row(name, *(_percent(e[per_class].get(name)) for e in columns.values()))
     table.add_section()
-    table.add_row("mIoU", *(_percent(e["val/mIoU"]) for e in columns.values()), style="bold")
+    miou = (_percent(e[contract.VAL_MIOU]) for e in columns.values())
+    table.add_row("mIoU", *miou, style="bold")
     return table
 
 
