@@ -67,9 +67,13 @@ for job in "$sweeps"/baseline/seed*/ "$sweeps"/{modes,continued}/seed*/[0-9]*/; 
   mkdir -p "$dest"
   cp -r "$job/metrics.csv" "$job/results.json" "$job/.hydra" "$dest/"
 done
-mkdir -p "$out/baseline" "$out/continued"
+mkdir -p "$out/baseline"
 "$python" -m lovaszseg.report "$out/runs/baseline" --baseline "$baseline" --out "$out/baseline"
 "$python" -m lovaszseg.report "$out/runs/modes" --baseline "$baseline → $baseline" --out "$out"
+# Both arms side by side in <out>/arms/: each arm a panel with its own control, every mode also
+# against its seed's baseline where it stopped, p corrected across the modes (Holm).
 if [ -d "$out/runs/continued" ]; then
-  "$python" -m lovaszseg.report "$out/runs/continued" --baseline "$baseline → $baseline" --out "$out/continued"
+  mkdir -p "$out/arms"
+  "$python" -m lovaszseg.report "$out/runs/modes" "$out/runs/continued" \
+    --baseline "$baseline → $baseline" --continued-from "$out/runs/baseline" --holm --out "$out/arms"
 fi
