@@ -198,7 +198,8 @@ def summarise(
     """Score, group, rank and compare ``runs``; raises ValueError for an unknown baseline.
 
     Runs of different data or of different metric definitions (task, classes) are never pooled:
-    they form panels of their own, as ``--by`` values do.
+    they form panels of their own, as ``--by`` values and a study's continuation arms do; with
+    several arms, ``baseline`` names each arm's own group of that loss (``bce → bce (restart)``).
     """
     if not runs:
         raise ValueError("no runs to report on")
