@@ -7,10 +7,12 @@
 #   phase 3, the continued arm: each mode resumes its seed's baseline from the branch checkpoint
 #            a phase-2 length before its end (the optimizer's state, the tail of its schedule):
 #            only the loss changes, and baseline -> baseline is the baseline's own ending;
-# then both reports into experiments/{roads|voc}_modes/ (phase 2) and .../baseline/ (phase 1).
-#   bash experiments/run_plateau.sh {roads|voc} [train overrides for both phases...]
-# SEEDS=1,2,3 by default; REPORT_ONLY=1 only copies the runs so far and reports them. Rerunning the same command resumes: finished runs are skipped and a
-# killed one continues from its last.ckpt (auto_resume), so a stopped study completes by rerunning.
+# then the reports into experiments/{roads|voc}_modes/: the restart arm at the top, phase 1 in
+# baseline/, both arms side by side in arms/.
+#   bash experiments/run_plateau.sh {roads|voc} [train overrides for every phase...]
+# SEEDS=1,2,3 by default; REPORT_ONLY=1 only copies the runs so far and reports them. Rerunning
+# the same command resumes: finished runs are skipped and a killed one continues from its
+# last.ckpt (auto_resume), so a stopped study completes by rerunning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: run_plateau.sh {roads|voc} [train overrides...]"
