@@ -289,16 +289,6 @@ class SegmentationModule(pl.LightningModule):
             **kwargs,
         )
 
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any], source: str) -> SegmentationModule:
-        """The module of an already loaded checkpoint; ``load_from_checkpoint`` is the API (this
-        stays until lovaszseg.export calls it)."""
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        buffer.seek(0)
-        buffer.name = source
-        return cls.load_from_checkpoint(buffer)
-
     def load_net_weights(self, state_dict: dict[str, torch.Tensor], source: str) -> None:
         """Load the network's weights only (``net.*``), refusing any that do not fit exactly."""
         net_state = {
