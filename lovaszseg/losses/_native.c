@@ -225,17 +225,18 @@ int lovasz_team_size(int threads) {
 
 /* The statistics pass over one task's pixels: its foreground count (returned), and in st[5]
  * the smallest foreground error, the largest valid error, the smallest valid error >= FLT_MIN
- * and, with ``range``, the smallest and largest x at valid pixels (else +-inf: the range costs
- * a sixth of the pass). Built for AVX2 too where the compiler can (twice the lanes). */
+ * and, with ``range``, the smallest and largest x at valid pixels (NaN for both where one is
+ * NaN; else +-inf: the range costs a sixth of the pass). Built for AVX2 too where the compiler
+ * can (twice the lanes). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 static int64_t task_stats(const Spec *sp, Task tk, int range, float *st) {
-    int64_t n_fg = 0;
+    int64_t n_fg = 0, n_nan = 0;
     float lo = INFINITY, hi = -INFINITY, pos = INFINITY, xlo = INFINITY, xhi = -INFINITY;
 #define STATS_PASS(RANGE)                                                                   \
     FOR_PIXELS(sp, tk,                                                                      \
-               _Pragma("omp simd reduction(+:n_fg) reduction(min:lo,pos,xlo) reduction(max:hi,xhi)"), \
+               _Pragma("omp simd reduction(+:n_fg,n_nan) reduction(min:lo,pos,xlo) reduction(max:hi,xhi)"), \
                {                                                                            \
                    RANGE                                                                    \
                    float if_fg = fg ? e : INFINITY;                                         \
@@ -248,12 +249,13 @@ static int64_t task_stats(const Spec *sp, Task tk, int range, float *st) {
                })
     if (range) {
         STATS_PASS(float xv = valid ? bl_.x[i_] : 0.5f; xlo = xv < xlo ? xv : xlo;
-                   xhi = xv > xhi ? xv : xhi;)
+                   xhi = xv > xhi ? xv : xhi; n_nan += xv != xv;)
     } else {
         STATS_PASS()
     }
 #undef STATS_PASS
     st[0] = lo, st[1] = hi, st[2] = pos, st[3] = xlo, st[4] = xhi;
+    if (n_nan) st[3] = st[4] = NAN; /* min/max skip NaN: the range must show it */
     return n_fg;
 }
 
@@ -310,8 +312,8 @@ int lovasz_count(const Spec *sp, int64_t parts, int64_t buckets, int64_t *gts, f
         if (x_range) {
             x_range[0] = INFINITY, x_range[1] = -INFINITY;
             for (int64_t t = 0; t < n_tasks; t++) {
-                if (x_low[t] < x_range[0]) x_range[0] = x_low[t];
-                if (x_high[t] > x_range[1]) x_range[1] = x_high[t];
+                if (x_low[t] < x_range[0] || x_low[t] != x_low[t]) x_range[0] = x_low[t];
+                if (x_high[t] > x_range[1] || x_high[t] != x_high[t]) x_range[1] = x_high[t];
             }
         }
 #pragma omp single

@@ -161,3 +161,26 @@ def test_the_kernels_softmax_of_a_nan_or_infinite_logit_is_atens():
     assert torch.equal(ours.isnan(), aten.isnan()) and int(aten.isnan().sum()) == 6
     torch.testing.assert_close(ours.nan_to_num(), aten.nan_to_num(), rtol=1e-5, atol=1e-7)
     assert ours[1, 0, 0] == 0
+
+
+@pytest.mark.path("native")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_kernels_probability_range_shows_a_nan(kernel, threads):
+    """The range the kernel reads for the probability check is NaN where a valid pixel is NaN (a
+    min/max would skip it and the NaN would pass as a probability), and stays the plain range
+    where the NaN is at a void pixel."""
+    x = torch.rand(2, 3, 50, generator=torch.Generator().manual_seed(12))
+    labels = torch.randint(0, 3, (2, 50), dtype=torch.uint8)
+    channel = torch.arange(3)
+    x[1, 2, 40], labels[0, 7] = float("nan"), 255
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        *_, x_range = native.rows(x, labels, None, channel, channel, None, 0.0, 255)
+        assert x_range.isnan().all()
+        labels[1, 40] = 255  # the NaN pixel is void: not read
+        *_, x_range = native.rows(x, labels, None, channel, channel, None, 0.0, 255)
+    finally:
+        torch.set_num_threads(previous)
+    valid = (labels != 255).unsqueeze(1).expand_as(x)
+    assert x_range.tolist() == [x[valid].min().item(), x[valid].max().item()]
