@@ -8,10 +8,10 @@ expanded and transposed views, ``ignore_index`` inside and outside the labels' r
 labels, ``classes`` lists (valid or not), class weights, NaN and infinite scores, and every option
 of ``lovasz_hinge``, ``lovasz_softmax``, ``LovaszSoftmaxLoss`` and ``LovaszMultilabelLoss``.
 
-NaN and infinite scores must raise nothing but a named error; their value is not yet pinned:
-``F.cross_entropy`` returns NaN, while today the hinge drops a NaN score's pixel (its error
-compares as non-positive, so it sorts last with key 0) and the softmax losses return finite
-values that differ between the kernel and the PyTorch path.
+NaN and infinite scores must raise nothing but a named error; their value is not asserted:
+``F.cross_entropy`` returns NaN, while the Lovász sort treats a NaN error as taking no part (its
+key sorts last, ``engine.sort_keys``), and a NaN among the probabilities may be refused by the
+probability check, so the value depends on where the NaN lands.
 
 Where ties in the errors are possible (half-precision scores, expanded views) the Lovász
 extension may give a tie's gradient to any of its pixels, so gradients are compared as sums over
