@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labels as label_maps
+from results_io import write_json_atomic
 
 IGNORE = label_maps.IGNORE
 IMPLS = ("baseline", "lovaszseg", "smp")
@@ -210,13 +211,6 @@ def _extract_losses(revision: str) -> str:
     return str(root)
 
 
-def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(f.name, path)
-
-
 def summarize(cases, runs, memory) -> list[dict]:
     rows = []
     for i, case in enumerate(cases):
@@ -374,7 +368,7 @@ def main() -> None:
     if os.environ.get("LOVASZSEG_NATIVE") == "0":  # the pure-PyTorch path of the losses
         suffix += "_pytorch_path"
     out = args.out or Path(__file__).parent / "results" / f"bench_losses_{args.device}{suffix}.json"
-    _write_atomic(out, payload)
+    write_json_atomic(out, payload)
     print(f"wrote {out}")
 
 

@@ -52,7 +52,11 @@ def time_steps(net, loss_fn, images, labels, device, steps, warmup, compile_net)
     if compile_net:
         net.compile()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+    # bf16-mixed on CUDA; a CPU dry run stays in float32 (bf16 there can take minutes a step).
+    on_cuda = device.startswith("cuda")
+    autocast = torch.autocast(
+        device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=on_cuda
+    )
     step_times, loss_times = [], []
     for i in range(warmup + steps):
         _sync(device)
@@ -115,7 +119,7 @@ def main() -> int:
         "encoder": args.encoder,
         "batch": args.batch,
         "size": args.size,
-        "precision": "bf16-mixed",
+        "precision": "bf16-mixed" if args.device.startswith("cuda") else "32-true",
         "compile": args.compile,
         "steps": args.steps,
         "warmup": args.warmup,

@@ -19,9 +19,14 @@ def device_name(device: str) -> str:
 def write_results(stem: Path, device: str, payload: dict) -> Path:
     """``payload`` as ``<stem>_<device type>.json``, replaced whole or not at all."""
     path = stem.with_name(f"{stem.name}_{device.split(':')[0]}.json")
+    write_json_atomic(path, payload)
+    print(f"wrote {path}")
+    return path
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """``payload`` as JSON at ``path``, through a temporary file of its folder renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         json.dump(payload, f, indent=2)
     os.replace(f.name, path)
-    print(f"wrote {path}")
-    return path
