@@ -207,7 +207,7 @@ def lovasz_hinge(
     # One row per image (or one for the batch) whose foreground is label 1; the symmetric
     # variant adds the same rows with the logits negated and label 0 as foreground.
     groups, halves = (batch if per_image else 1), (2 if symmetric else 1)
-    if ops.uses_kernel(x, activation, global_sync):
+    if ops.uses_kernel(x, activation, global_sync, fixed_shape=checks != "sync"):
         valid = _checked_valid(labels, 2, ignore_index, name)
         column, void = labels.to(torch.uint8), None
         if valid is not None and not bool(valid.all()):
@@ -301,7 +301,7 @@ def lovasz_softmax(
     global_sync = sync == "global" and not per_image
     groups = batch if per_image else 1
 
-    if ops.uses_kernel(p, sync=global_sync):
+    if ops.uses_kernel(p, sync=global_sync, fixed_shape=checks != "sync"):
         checking.report(name, "sync", [ids_check, weights_check])
         if class_ids is None:
             class_ids = torch.arange(num_classes)
@@ -404,7 +404,7 @@ def lovasz_multilabel(
     groups = batch if per_image else 1
     offset = 1.0 if kind == "hinge" else 0.0
 
-    if ops.uses_kernel(x, sync=global_sync):
+    if ops.uses_kernel(x, sync=global_sync, fixed_shape=checks != "sync"):
         checking.report(name, "sync", [ids_check, weights_check])
         if class_ids is None:
             class_ids = torch.arange(num_classes)

@@ -147,9 +147,15 @@ def _backward(ctx, grad_losses, *_):
 rows.register_autograd(_backward, setup_context=_setup_context)
 
 
-def uses_kernel(x: Tensor, activation: str = "relu", sync: bool = False) -> bool:
+def uses_kernel(
+    x: Tensor, activation: str = "relu", sync: bool = False, fixed_shape: bool = False
+) -> bool:
     """Whether a call on ``x`` runs the C kernel (``kernel_rows``) rather than the engine: the
-    kernel covers float32 on CPU, the relu hinge and ``|y - p|`` errors, in one process."""
+    kernel covers float32 on CPU, the relu hinge and ``|y - p|`` errors, in one process. A call
+    traced by ``torch.compile`` that asks for ``fixed_shape`` takes the engine: the kernel's
+    output size depends on the data, and its row selection reads the host."""
+    if fixed_shape and torch.compiler.is_compiling():
+        return False
     return not sync and native.usable(x, compute_dtype(x), activation)
 
 

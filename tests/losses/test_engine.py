@@ -258,7 +258,16 @@ def test_async_checks_still_fail_on_bad_labels():
     ],
     ids=["hinge", "softmax", "multilabel"],
 )
-def test_fullgraph_compile_gives_one_graph_and_the_eager_values(criterion, channels):
+@pytest.mark.parametrize("kernel_built", [False, True])
+def test_fullgraph_compile_gives_one_graph_and_the_eager_values(
+    criterion, channels, kernel_built, monkeypatch
+):
+    """With checks="async", a compiled call takes the engine even where the C kernel would run
+    eagerly (CPU)."""
+    if kernel_built:
+        monkeypatch.setattr(native, "enabled", True)
+        if native.library() is None:
+            pytest.skip("the fused CPU kernel could not be built here (no C compiler?)")
     torch._dynamo.reset()
     counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(criterion, backend=counter, fullgraph=True)
@@ -269,5 +278,6 @@ def test_fullgraph_compile_gives_one_graph_and_the_eager_values(criterion, chann
     got = compiled(compiled_x, y)
     got.backward()
     assert counter.frame_count == 1
-    assert got.item() == eager.item()
-    torch.testing.assert_close(compiled_x.grad, eager_x.grad, rtol=0, atol=0)
+    # Eagerly on CPU the kernel may run: equal up to the order of the float64 sums.
+    assert got.item() == pytest.approx(eager.item(), rel=1e-6)
+    torch.testing.assert_close(compiled_x.grad, eager_x.grad, rtol=1e-6, atol=1e-9)
