@@ -57,6 +57,8 @@ def _checked_weights(name: str, class_weights) -> torch.Tensor | None:
     """``class_weights`` as a float64 tensor, checked (``ValueError``): finite and >= 0."""
     if class_weights is None:
         return None
+    if not isinstance(class_weights, torch.Tensor):
+        class_weights = list(class_weights)  # a Hydra ListConfig, a tuple, ...
     weights = torch.as_tensor(class_weights, dtype=torch.float64)
     if weights.dim() != 1:
         raise ValueError(f"{name}: class_weights of shape {tuple(weights.shape)}: expected [C]")
