@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -96,8 +99,11 @@ def test_multiclass_training_then_whole_image_eval_agree(run_entry, tmp_path):
     )
     assert len(trained["final"]["per_class_iou"]) == 21
     best = run / "checkpoints" / "best.ckpt"
-    run_entry("lovaszseg.eval", f"ckpt_path={best}", "data=synthetic_voc", "save_predictions=true")
+    proc = run_entry(
+        "lovaszseg.eval", f"ckpt_path={best}", "data=synthetic_voc", "save_predictions=true"
+    )
     (evaluated,) = run_dirs(tmp_path, task="eval")
+    assert f"overlays: {evaluated / 'overlays'}" in proc.stdout  # where to look, said
     scores = results(evaluated)["final"]
     assert scores["epoch"] == trained["best"]["epoch"]
     assert scores["val/mIoU"] == pytest.approx(trained["best"]["val/mIoU"], abs=1e-6)
@@ -125,10 +131,17 @@ def test_binary_loss_on_multiclass_data_is_refused_in_one_line_before_training(r
     assert "refused: the loss is binary" in (run / "train.log").read_text()
 
 
-def test_missing_dataset_is_reported_first_with_its_download_command(run_entry, tmp_path):
+@pytest.mark.slow
+def test_missing_dataset_is_reported_first_with_its_download_command(tmp_path):
     nowhere = tmp_path / "nowhere"
-    proc = run_entry(
-        "lovaszseg.train", "data=voc2012", "loss=ce", f"paths.data_dir={nowhere}", check=False
+    train = [sys.executable, "-m", "lovaszseg.train", "debug=fast", "data=voc2012", "loss=ce"]
+    proc = subprocess.run(  # not run_entry: its fast overrides set synthetic data's sizes
+        [*train, f"paths.data_dir={nowhere}"],
+        cwd=tmp_path,
+        env=os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr
