@@ -113,11 +113,15 @@ def _compacted_rows(errors, foreground, keys, gts):
     lowest = torch.where(foreground, errors, torch.inf).amin(1, keepdim=True)
     threshold = torch.where(gts > 0, lowest, errors.amax(1, keepdim=True))
     keep = (errors >= threshold) & (keys != _sign_bit(keys.dtype))
-    row, column = keep.nonzero(as_tuple=True)
-    key = keys[row, column]
-    composite = (row << 32) + (key.bitwise_not().to(torch.int64) - _sign_bit(keys.dtype))
+    flat = keep.view(-1).nonzero().squeeze(1)
+    key = keys.view(-1).index_select(0, flat)
+    row = flat // length
+    if rows == 1:  # the key alone, complemented: ascending is decreasing error
+        composite = key.bitwise_not()
+    else:
+        composite = (row << 32) + (key.bitwise_not().to(torch.int64) - _sign_bit(keys.dtype))
     order = torch.sort(composite, stable=True).indices
-    row, column, key = row[order], column[order], key[order]
+    flat, row, key = flat[order], row[order], key[order]
     counts = keep.sum(1)
     starts = counts.cumsum(0) - counts
     fg = key.bitwise_and(1).long()
@@ -126,10 +130,10 @@ def _compacted_rows(errors, foreground, keys, gts):
     inter = gts.view(-1).long().index_select(0, row) - (seen - seen_before.index_select(0, row))
     index = torch.arange(row.numel()) - starts.index_select(0, row)
     increments = _increments(inter, fg, index, errors.dtype)
-    products = (errors[row, column] * increments).double()
+    products = (errors.view(-1).index_select(0, flat) * increments).double()
     losses = torch.zeros(rows, dtype=torch.float64).index_add_(0, row, products)
-    grad = errors.new_zeros(rows, length).index_put_((row, column), increments)
-    return losses, grad
+    grad = errors.new_zeros(rows * length).index_copy_(0, flat, increments)
+    return losses, grad.view(rows, length)
 
 
 class _RowLosses(torch.autograd.Function):
