@@ -80,7 +80,7 @@ part parity 60 "$python" benchmarks/gpu_parity.py --device "$device" "${parity[@
   --out "$results/gpu_parity"
 part sync 60 "$python" benchmarks/gpu_sync.py --device "$device" --out "$results/gpu_sync"
 part train 120 "$python" -m lovaszseg.train "${train[@]}" "hydra.run.dir=$run_dir"
-part train_compiled 150 "$python" -m lovaszseg.train "${compiled[@]}" \
+part train_compiled 200 "$python" -m lovaszseg.train "${compiled[@]}" \
   "hydra.run.dir=$work/train_compiled"
 part step 90 "$python" benchmarks/gpu_step_time.py --device "$device" "${step[@]}" \
   --out "$results/gpu_step_time"
