@@ -60,8 +60,10 @@ def instantiate_job(cfg: DictConfig) -> None:
     data = instantiate(cfg.data)
     assert data.num_classes == cfg.data.num_classes
     loss = instantiate(cfg.loss)
+    assert cfg.model.classes == (1 if loss.task == "binary" else data.num_classes)
+    assert cfg.module.net == cfg.model and cfg.module.task == loss.task
     with torch.device("meta"):
-        net = instantiate(cfg.model, classes=1 if loss.task == "binary" else data.num_classes)
+        net = instantiate(cfg.model)
     optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
     if cfg.get("scheduler"):
         instantiate(cfg.scheduler)(optimizer=optimizer, total_iters=10)
