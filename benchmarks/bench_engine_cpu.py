@@ -61,9 +61,9 @@ print(json.dumps(out))
 """
 
 
-def run(checkout: Path, calls: int) -> dict:
+def run(checkout: Path, calls: int, cases: dict) -> dict:
     env = dict(os.environ, LOVASZSEG_NATIVE="0", PYTHONPATH=str(checkout))
-    args = [sys.executable, "-c", WORKER, str(HERE), str(calls), json.dumps(CASES)]
+    args = [sys.executable, "-c", WORKER, str(HERE), str(calls), json.dumps(cases)]
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -74,18 +74,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=3, help="timed calls per case and process")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "engine_cpu.json")
+    parser.add_argument("--only", action="append", help="cases whose name contains this")
     args = parser.parse_args()
+    cases = {k: v for k, v in CASES.items() if not args.only or any(o in k for o in args.only)}
     sides = {"before": args.before.resolve(), "after": HERE.parent}
-    times = {side: {name: [] for name in CASES} for side in sides}
+    times = {side: {name: [] for name in cases} for side in sides}
     for round_ in range(args.rounds):
         order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
         for side in order:
-            for name, values in run(sides[side], args.calls).items():
+            for name, values in run(sides[side], args.calls, cases).items():
                 times[side][name].extend(values)
     import torch
 
     rows = []
-    for name in CASES:
+    for name in cases:
         before = statistics.median(times["before"][name]) * 1e3
         after = statistics.median(times["after"][name]) * 1e3
         rows.append(
