@@ -65,9 +65,12 @@ def _void_zeroed(errors, foreground, labels, void):
 
 
 def _hinge(scores: torch.Tensor, foreground: torch.Tensor, activation: str) -> torch.Tensor:
-    """``1 - s`` on the foreground, ``1 + s`` elsewhere, through the activation."""
-    minus_sign = foreground.to(scores.dtype).mul_(-2.0).add_(1.0)
-    margin = (scores * minus_sign).add_(1.0)
+    """``1 - s`` on the foreground, ``1 + s`` elsewhere, through the activation, rounded as the
+    native kernel rounds them (``t = s + 1``, then ``2 - t`` on the foreground and ``t``
+    elsewhere): one rounding step apart would reorder near-equal errors, and the two paths would
+    give different gradients."""
+    shifted = scores + 1.0
+    margin = torch.where(foreground, 2.0 - shifted, shifted)
     if activation == "elu+1":
         return torch.nn.functional.elu(margin).add_(1.0)
     return margin.relu()
@@ -88,14 +91,15 @@ def hinge_errors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows [R, L] of hinge errors (differentiable in ``logits``) and their foreground, for the
     engine: ``logits`` and ``labels`` [B, S]; one row per image (or one for the batch), and with
-    ``symmetric`` a second one per image whose foreground is label 0. Its logits are negated,
-    which leaves every margin, so both rows share their errors."""
+    ``symmetric`` a second one per image whose foreground is label 0, on the negated logits.
+    The second row's margins equal the first's, but rounded as the kernel rounds them
+    (``2 - (1 - s)`` is not always ``1 + s``), so it gets errors of its own."""
     groups = logits.shape[0] if per_image else 1
     scores, labels = logits.reshape(groups, 1, -1), labels.reshape(groups, 1, -1)
     foreground = labels == 1
     errors = _hinge(scores, foreground, activation)
     if symmetric:
-        errors = errors.expand(-1, 2, -1)
+        errors = torch.cat([errors, _hinge(-scores, labels == 0, activation)], dim=1)
         foreground = torch.cat([foreground, labels == 0], dim=1)
     return _as_rows(*_void_zeroed(errors, foreground, labels, void))
 
