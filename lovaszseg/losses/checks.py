@@ -64,22 +64,23 @@ def label_error(what: str, values, num_classes: int, ignore_index: int | None) -
 
 
 def labels_in_range(
-    labels: torch.Tensor, num_classes: int, ignore_index: int | None, what: str = "labels"
+    labels: torch.Tensor, num_classes: int, ignore_index: int | None
 ) -> Check | None:
     """Integer labels lie in ``[0, num_classes)`` or are ``ignore_index`` (bool labels always do)."""
     if labels.dtype == torch.bool:
         return None
-    ok = labels < num_classes
-    if labels.dtype != torch.uint8:
-        ok &= labels >= 0
+    # Compared with a Python int, a narrow tensor would wrap it to its own type (256 as uint8
+    # is 0), so the labels are widened first.
+    labels = labels.long()
+    ok = (labels >= 0) & (labels < num_classes)
     if ignore_index is not None:
         ok |= labels == ignore_index
 
     def explain():
         values = torch.unique(labels[~ok])[:8].tolist()
-        return label_error(what, values, num_classes, ignore_index)
+        return label_error("labels", values, num_classes, ignore_index)
 
-    return Check(ok.all(), label_error(what, "values", num_classes, ignore_index), explain)
+    return Check(ok.all(), label_error("labels", "values", num_classes, ignore_index), explain)
 
 
 def binary_targets(targets: torch.Tensor, ignore_index: int | None) -> Check:

@@ -65,19 +65,23 @@ def _flatten_labels(labels, batch_shape, name, device):
     return labels.reshape(labels.shape[0], -1)
 
 
-def _checked_valid(labels, num_classes, ignore_index, name, what="labels"):
+def _plainly_in_range(labels, num_classes, ignore_index):
+    """Whether integer labels all lie in ``[0, num_classes)`` and none can be ``ignore_index``:
+    one min/max pass."""
+    low, high = (int(v) for v in torch.aminmax(labels))
+    maybe_ignored = ignore_index is not None and low <= ignore_index <= high
+    return low >= 0 and high < num_classes and not maybe_ignored
+
+
+def _checked_valid(labels, num_classes, ignore_index, name):
     """For the C kernel (CPU): checks that labels lie in ``[0, num_classes)`` or are
     ``ignore_index`` (``ValueError`` otherwise) and returns the mask of non-ignored pixels, or
     None when no pixel can be ignored. The common case is one min/max pass."""
-    if labels.dtype != torch.bool:  # integer: _flatten_labels has checked
-        low, high = (int(v) for v in torch.aminmax(labels))
-        maybe_ignored = ignore_index is not None and low <= ignore_index <= high
-        if low >= 0 and high < num_classes and not maybe_ignored:
-            return None
+    # Integer or bool: _flatten_labels has checked.
+    if labels.dtype != torch.bool and _plainly_in_range(labels, num_classes, ignore_index):
+        return None
     valid = None if ignore_index is None else labels != ignore_index
-    checking.report(
-        name, "sync", [checking.labels_in_range(labels, num_classes, ignore_index, what)]
-    )
+    checking.report(name, "sync", [checking.labels_in_range(labels, num_classes, ignore_index)])
     return valid
 
 
@@ -223,7 +227,7 @@ def lovasz_hinge(
             offset=1.0,
         )
         losses = ops.kernel_rows(x, column.unsqueeze(1), rows)[0].view(halves, groups).t()
-        gts = torch.stack([(column == t).view(groups, -1).sum(1) for t in (1, 0)[:halves]]).t()
+        gts = torch.stack([(column == t).reshape(groups, -1).sum(1) for t in (1, 0)[:halves]]).t()
     else:
         checking.report(name, checks, [checking.labels_in_range(labels, 2, ignore_index)])
         errors, foreground = hinge_errors(
@@ -330,8 +334,13 @@ def lovasz_softmax(
         if x_range is not None:
             checking.report(name, "sync", [checking.probabilities(*x_range)])
     else:
-        found = [checking.labels_in_range(labels, num_classes, ignore_index), ids_check]
-        found += [weights_check, None if from_logits else checking.probabilities(*p.aminmax())]
+        # In the kernel path's order, so that both name the same problem first.
+        found = [
+            ids_check,
+            weights_check,
+            checking.labels_in_range(labels, num_classes, ignore_index),
+        ]
+        found += [None if from_logits else checking.probabilities(*p.aminmax())]
         checking.report(name, checks, found)
 
         dtype = compute_dtype(p)
@@ -422,7 +431,8 @@ def lovasz_multilabel(
 
         losses, _ = _class_rows_by_kernel(x, y, weights, class_ids, per_image, rows)
     else:
-        found = [checking.binary_targets(y, ignore_index), ids_check, weights_check]
+        # In the kernel path's order, so that both name the same problem first.
+        found = [ids_check, weights_check, checking.binary_targets(y, ignore_index)]
         checking.report(name, checks, found)
 
         errors, foreground = multilabel_errors(
@@ -448,7 +458,7 @@ def _kernel_targets(y, ignore_index, name):
     """For the C kernel (CPU): checked 0/1 targets → uint8 targets with void pixels set to
     ``_VOID``, and the void label (None when no pixel is void)."""
     integer = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
-    if integer and _checked_valid(y, 2, ignore_index, name, "targets") is None:
+    if integer and _plainly_in_range(y, 2, ignore_index):
         return y.to(torch.uint8), None  # 0/1 only (one min/max pass)
     valid = None if ignore_index is None else y != ignore_index
     checking.report(name, "sync", [checking.binary_targets(y, ignore_index)])
@@ -476,7 +486,7 @@ def _label_counts(labels, num_classes, ignore_index, name):
     if low >= 0 and high < 2**15 and not ignore_is_class:
         width = max(high + 1, num_classes)
         offsets = torch.arange(batch, device=device).unsqueeze(1) * width
-        counts = torch.bincount((labels + offsets).view(-1), minlength=batch * width)
+        counts = torch.bincount((labels + offsets).reshape(-1), minlength=batch * width)
         counts = counts.view(batch, width)
         extra = counts[:, num_classes:].sum(0)
         if ignore_index is not None and num_classes <= ignore_index < width:
@@ -497,7 +507,7 @@ def _label_counts(labels, num_classes, ignore_index, name):
     void = num_classes
     column = labels.long() if valid is None else torch.where(valid, labels.long(), void)
     offsets = torch.arange(batch, device=device).unsqueeze(1) * (num_classes + 1)
-    counts = torch.bincount((column + offsets).view(-1), minlength=batch * (num_classes + 1))
+    counts = torch.bincount((column + offsets).reshape(-1), minlength=batch * (num_classes + 1))
     counts = counts.view(batch, num_classes + 1)
     if valid is not None and device.type == "cpu" and not bool(counts[:, void].any()):
         valid = None  # no void pixel after all: skip the masking passes
