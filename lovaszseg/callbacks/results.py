@@ -50,7 +50,9 @@ class ResultsWriter(pl.Callback):
         if not trainer.sanity_checking:
             self.write(trainer, pl_module, contract.RUNNING)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # not on_train_end: a run killed inside its last write resumes with max_epochs already
+        # reached, and Lightning then skips on_train_end; on_fit_end ends every successful fit
         self.write(trainer, pl_module, contract.COMPLETED)
 
     def on_exception(
