@@ -381,8 +381,15 @@ def lovasz_multilabel(
         classes: ``"present"`` averages over channels with at least one positive (in the image
             when ``per_image``, in the batch otherwise), ``"all"`` over every channel with a valid
             pixel, or a list (or 1-d tensor) of channel ids.
-        per_image, ignore_index, class_weights, reduction, sync, checks: as for
-            ``lovasz_softmax``.
+        per_image: average the per-image losses over the batch; otherwise one loss per channel
+            over all pixels of the batch.
+        ignore_index: target value whose pixels are left out.
+        class_weights: [C] weights: the channel average becomes a weighted mean, normalised by
+            the weights of the channels actually counted.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image values when ``per_image``).
+        sync: ``"global"`` computes the batch-level loss over the pixels of every DDP process.
+        checks: ``"sync"``, ``"async"`` or ``"off"``, as for ``lovasz_hinge``; they cover the
+            targets, a tensor of ``classes`` and ``class_weights``.
 
     Returns:
         a float32 tensor (float64 for float64 inputs): 0-d, or [B] with ``reduction="none"``.
