@@ -15,9 +15,10 @@ once, in four functions with the paper's names:
    row's loss with respect to its sorted errors, scattered back through the sort's permutation.
 
 Every tensor has a shape known from the input's shape, and nothing is read back to the host, so
-a call is a fixed sequence of kernels on a GPU and one graph for ``torch.compile``. A kernel
-written for a device may replace the prologue or the epilogue: their tensor contracts are in
-their docstrings.
+a call is a fixed sequence of kernels on a GPU and one graph for ``torch.compile``. On CUDA, in
+eager mode, Triton kernels (``engine_triton``) replace the prologue and the epilogue, each one
+pass where PyTorch chains several elementwise kernels; ``LOVASZSEG_TRITON=0`` keeps these
+PyTorch versions, whose tensor contracts (in their docstrings) the kernels follow.
 
 The tie rule, shared with the C kernel (``_native.c``): at equal errors foreground pixels come
 first, then pixels in their order along the row. The order of tied pixels does not change the
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from . import distributed
+from . import distributed, engine_triton
 
 _KEY_DTYPE = {torch.float32: torch.int32, torch.float64: torch.int64}
 
@@ -143,7 +144,8 @@ class _RowLosses(torch.autograd.Function):
     @staticmethod
     def forward(ctx, errors, foreground, gather, compact):
         gts = foreground.sum(1, keepdim=True, dtype=torch.int32)
-        keys = sort_keys(errors, foreground)
+        triton = not torch.compiler.is_compiling() and engine_triton.usable(errors)
+        keys = (engine_triton.sort_keys if triton else sort_keys)(errors, foreground)
         if compact:
             losses, grad = _compacted_rows(errors, foreground, keys, gts)
             ctx.save_for_backward(grad)
@@ -156,7 +158,9 @@ class _RowLosses(torch.autograd.Function):
             errors, _ = distributed.gather_rows(errors, 0.0)
         sorted_keys, order = sort_errors(keys)
         del keys
-        increments = lovasz_grad(sorted_keys, gts, errors.dtype)
+        increments = (engine_triton.lovasz_grad if triton else lovasz_grad)(
+            sorted_keys, gts, errors.dtype
+        )
         del sorted_keys
         losses = lovasz_dot(errors.gather(1, order), increments)
         if ctx.needs_input_grad[0]:  # d loss_r / d error = the error's increment

@@ -70,3 +70,56 @@ def test_usable_only_for_float32_rows_and_when_not_turned_off(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     monkeypatch.setenv("LOVASZSEG_TRITON", "1")
     assert not engine_triton.usable(rows)  # a CPU tensor, outside the interpreter
+
+
+_THROUGH_THE_LOSSES = r"""
+import json, os, torch
+from lovaszseg.losses import engine_triton, lovasz_hinge, lovasz_softmax
+calls = {"sort_keys": 0, "lovasz_grad": 0}
+for name in calls:
+    kernel = getattr(engine_triton, name)
+    def counted(*args, _kernel=kernel, _name=name, **kwargs):
+        calls[_name] += 1
+        return _kernel(*args, **kwargs)
+    setattr(engine_triton, name, counted)
+g = torch.Generator().manual_seed(1)
+logits = torch.randn(3, 1, 9, 11, generator=g, requires_grad=True)
+labels = torch.randint(0, 2, (3, 9, 11), generator=g)
+labels[0, :2] = 255
+probas = torch.rand(2, 4, 7, 5, generator=g).softmax(1).requires_grad_()
+classes = torch.randint(0, 4, (2, 7, 5), generator=g)
+out = {}
+for name, loss in [
+    ("hinge", lovasz_hinge(logits, labels, per_image=False, ignore_index=255, checks="async")),
+    ("hinge_per_image", lovasz_hinge(logits, labels, ignore_index=255, checks="async")),
+    ("softmax", lovasz_softmax(probas, classes, classes="all", checks="async")),
+]:
+    inputs = logits if name.startswith("hinge") else probas
+    (grad,) = torch.autograd.grad(loss, inputs)
+    out[name] = {"loss": loss.item(), "grad": grad.flatten().tolist()}
+out["calls"] = calls
+print(json.dumps(out))
+"""
+
+
+def test_the_losses_run_through_the_triton_kernels_with_the_same_values():
+    """With the kernels on (Triton's interpreter standing in for CUDA), a hinge and a softmax
+    call go through them and give the PyTorch engine's loss and gradient."""
+    runs = {}
+    for triton in ("1", "0"):
+        env = {**os.environ, "TRITON_INTERPRET": "1", "LOVASZSEG_TRITON": triton}
+        env["LOVASZSEG_NATIVE"] = "0"
+        done = subprocess.run(
+            [sys.executable, "-c", _THROUGH_THE_LOSSES],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[triton] = json.loads(done.stdout.splitlines()[-1])
+    assert runs["1"]["calls"] == {"sort_keys": 3, "lovasz_grad": 3}
+    assert runs["0"]["calls"] == {"sort_keys": 0, "lovasz_grad": 0}
+    for name in ("hinge", "hinge_per_image", "softmax"):
+        assert runs["1"][name]["loss"] == pytest.approx(runs["0"][name]["loss"], rel=1e-6)
+        assert runs["1"][name]["grad"] == pytest.approx(runs["0"][name]["grad"], rel=1e-5, abs=1e-7)
