@@ -70,7 +70,10 @@ def _hinge(scores: torch.Tensor, foreground: torch.Tensor, activation: str) -> t
     elsewhere): one rounding step apart would reorder near-equal errors, and the two paths would
     give different gradients."""
     shifted = scores + 1.0
-    margin = torch.where(foreground, 2.0 - shifted, shifted)
+    # 2 + (-1)·t is 2 - t and 0 + 1·t is t, each rounded once: one op on t, whose backward is
+    # one product, where torch.where's two branches each need a backward and a sum
+    flags = foreground.to(shifted.dtype)
+    margin = torch.addcmul(2.0 * flags, shifted, 1.0 - 2.0 * flags)
     if activation == "elu+1":
         return torch.nn.functional.elu(margin).add_(1.0)
     return margin.relu()
