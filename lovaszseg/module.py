@@ -222,17 +222,19 @@ class SegmentationModule(pl.LightningModule):
         }
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self._check_batchnorm_batch()
+        global_batch = getattr(self.trainer.datamodule, "batch_size", None)
+        if stage == "fit" and global_batch is not None:
+            self.check_batchnorm_batch(global_batch, self.trainer.world_size)
 
-    def _check_batchnorm_batch(self) -> None:
-        """BatchNorm cannot train on one sample per process (no variance within the batch)."""
-        per_process = getattr(self.trainer.datamodule, "per_process_batch_size", None)
-        if per_process is None or per_process >= 2 or not batchnorm_layers(self.net):
+    def check_batchnorm_batch(self, global_batch: int, world_size: int) -> None:
+        """BatchNorm cannot train on one sample per process (no variance within the batch).
+        Training asks before Lightning starts the other processes; ``setup`` asks again for
+        callers that fit the module themselves."""
+        per_process = global_batch // world_size
+        if per_process >= 2 or not batchnorm_layers(self.net):
             return
-        world_size = self.trainer.world_size
         raise ValueError(
-            f"data.batch_size={per_process * world_size} is the global batch: over {world_size} "
+            f"data.batch_size={global_batch} is the global batch: over {world_size} "
             f"process(es) each trains on {per_process} sample(s), and the network's BatchNorm "
             f"needs at least 2; use data.batch_size={2 * world_size} or more"
         )

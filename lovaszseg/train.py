@@ -74,6 +74,8 @@ def train(cfg: DictConfig) -> float | None:
     results = ResultsWriter(contract.results_path(output_dir), run_facts(cfg, module.task))
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, loggers, extra=[results])
+    # refused here, before Lightning starts the other processes
+    module.check_batchnorm_batch(datamodule.batch_size, trainer.world_size)
 
     if resume_from:
         log.info("resuming from %s", resume_from)

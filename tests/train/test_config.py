@@ -187,7 +187,7 @@ def test_debug_preset_gives_every_process_two_samples():
 def module_before_fit(net: nn.Module, per_process: int, world_size: int) -> SegmentationModule:
     """A module attached to a stand-in for a Trainer of ``world_size`` processes."""
     module = SegmentationModule(net=net, task="binary", class_names=["background", "road"])
-    datamodule = SimpleNamespace(per_process_batch_size=per_process)
+    datamodule = SimpleNamespace(batch_size=per_process * world_size)
     module._trainer = SimpleNamespace(datamodule=datamodule, world_size=world_size)
     return module
 

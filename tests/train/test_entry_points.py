@@ -56,7 +56,9 @@ def test_default_job_writes_the_run_directory_contract_and_wandb_offline(run_ent
     # one plain line per validated epoch, in train.log and on the console (SLURM .out, pipes)
     log = (run / "train.log").read_text()
     for epoch in (0, 1):
-        (line,) = [x for x in log.splitlines() if f"epoch {epoch}/1 step {2 * epoch + 2} |" in x]
+        (line,) = [
+            x for x in log.splitlines() if f"epoch {epoch + 1}/2 step {2 * epoch + 2} |" in x
+        ]
         for part in ("train/loss", "lovasz_hinge", "bce", "val/loss", "val/mIoU", " s"):
             assert part in line, (part, line)
     assert f"val/mIoU {final['val/mIoU']:.4f}" in log
