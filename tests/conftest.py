@@ -1,5 +1,6 @@
-"""The fast lane: every test that trains in a subprocess, builds a wheel or a venv, or submits to
-SLURM is marked ``slow`` here, in one place, so a new test cannot forget the marker.
+"""The fast lane: every test that trains in a subprocess, builds a wheel or a venv, submits to
+SLURM, starts a fresh Python process or compiles with ``torch.compile`` is marked ``slow`` here,
+in one place, so a new test cannot forget the marker.
 
 ``bash scripts/test.sh -m "not slow"`` runs the rest. A test is slow when it asks for one of the
 fixtures below (directly or through another fixture), or when its body, one of its fixtures or a
@@ -22,6 +23,9 @@ TESTS = Path(__file__).resolve().parent
 SLOW_FIXTURES = frozenset({"run_entry", "slurm", "torch_only_venv"})
 # Functions of the test suite that start such a subprocess when called.
 SLOW_HELPERS = frozenset({"start_training", "run_module"})
+# Names whose use costs seconds: a fresh interpreter (subprocess, multiprocessing's spawn) imports
+# torch again, and torch.compile traces and builds.
+SLOW_NAMES = frozenset({"subprocess", "spawn", "compile"})
 
 
 def _code_objects(code: CodeType) -> Iterator[CodeType]:
@@ -76,9 +80,13 @@ def slow_reason(item: pytest.Item) -> str | None:
     folders = (TESTS, Path(test.__code__.co_filename).parent)
     for function in functions:
         if isinstance(function, FunctionType) and _defined_in(function, folders):
-            helpers = SLOW_HELPERS & names_reached(function)
+            reached = names_reached(function)
+            helpers = SLOW_HELPERS & reached
             if helpers:
                 return f"calls {sorted(helpers)[0]}"
+            costly = SLOW_NAMES & reached
+            if costly:
+                return f"uses {sorted(costly)[0]}"
     return None
 
 
