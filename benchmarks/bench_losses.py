@@ -207,7 +207,13 @@ def _extract_losses(revision: str) -> str:
         capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-    (root / "lovaszseg" / "losses").rename(root / "lovaszseg_before")
+    package = root / "lovaszseg_before"
+    (root / "lovaszseg" / "losses").rename(package)
+    # its operators get a namespace of their own: today's may share their names, not their schemas
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        text = text.replace('"lovaszseg::', '"lovaszseg_before::')
+        source.write_text(text.replace("torch.ops.lovaszseg.", "torch.ops.lovaszseg_before."))
     return str(root)
 
 
