@@ -353,10 +353,16 @@ def lovasz_softmax(
             weights = _any_valid(labels != ignore_index, per_image, global_sync).expand_as(gts)
         else:
             weights = None
-        if weights_c is not None:
-            weights_c = weights_c if class_ids is None else weights_c[class_ids]
-            weights = weights_c.expand_as(gts) if weights is None else weights * weights_c
+        weights = _with_class_weights(weights, weights_c, class_ids, gts)
     return _reduce(losses, reduction, weights)
+
+
+def _with_class_weights(weights, class_weights, class_ids, gts):
+    """The rows' weights times each row's class weight (those of ``class_ids`` when given)."""
+    if class_weights is None:
+        return weights
+    class_weights = class_weights if class_ids is None else class_weights[class_ids]
+    return class_weights.expand_as(gts) if weights is None else weights * class_weights
 
 
 def lovasz_multilabel(
@@ -455,9 +461,7 @@ def lovasz_multilabel(
             weights = weights if class_ids is None else weights[:, class_ids]
         else:
             weights = None
-        if weights_c is not None:
-            weights_c = weights_c if class_ids is None else weights_c[class_ids]
-            weights = weights_c.expand_as(gts) if weights is None else weights * weights_c
+        weights = _with_class_weights(weights, weights_c, class_ids, gts)
     return _reduce(losses, reduction, weights)
 
 
