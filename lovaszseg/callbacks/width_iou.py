@@ -3,9 +3,9 @@
 A one-pixel error costs a 2 px road half its IoU and a 12 px road a sixth; BCE weighs every
 pixel alike, the Lovász hinge weighs errors by what they cost the IoU. So the road IoU is split
 by road width. Each pixel belongs to the zone of the road drawn nearest to it — thin if that road
-is at most ``thin_max`` px wide, wide otherwise — read from the width map the synthetic roads
-generator writes beside each label (``*_width.png``, exact: the pen width each road was drawn
-with). A zone's IoU is the road IoU counted inside the zone, ``|P ∩ T| / |P ∪ T|``: its truth is
+is at most ``thin_max`` px wide, wide otherwise — read from the width map beside each label
+(:func:`lovaszseg.data.files.width_map_path`; the synthetic roads write it exactly: the pen width
+each road was drawn with). A zone's IoU is the road IoU counted inside the zone, ``|P ∩ T| / |P ∪ T|``: its truth is
 exactly the thin (or wide) road pixels, and a false positive counts against the roads it lies
 nearest to. Pixels labelled ``ignore_index`` count nowhere.
 """
@@ -16,12 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 
-from lovaszseg.data.synthetic.roads import WIDTH_SUFFIX
+from lovaszseg.data.files import read_width_map, width_map_path
 
 ZONES = ("thin", "wide")
 
@@ -67,8 +65,9 @@ def zone_iou(counts: torch.Tensor) -> dict[str, float]:
 class RoadWidthIoU(pl.Callback):
     """Logs ``val/IoU_road_thin`` and ``val/IoU_road_wide`` every validation, beside the classes.
 
-    Needs the width maps of ``data=synthetic_roads`` (written since generator version 2); counts
-    are summed over every rank before the IoU is taken, as torchmetrics does for the classes.
+    Needs a width map beside every validation label (``data=synthetic_roads`` writes them);
+    counts are summed over every rank before the IoU is taken, as torchmetrics does for the
+    classes.
     """
 
     def __init__(self, thin_max: int = 3) -> None:
@@ -83,12 +82,13 @@ class RoadWidthIoU(pl.Callback):
         dataset = getattr(trainer.datamodule, "val_dataset", None)
         if dataset is None:
             raise ValueError("RoadWidthIoU needs a datamodule with a val_dataset of road samples")
-        paths = {s.name: _width_path(s.label) for s in dataset.samples}
+        paths = {s.name: width_map_path(s.label) for s in dataset.samples}
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
             raise ValueError(
                 f"RoadWidthIoU: no width map {missing[0]} (and {len(missing) - 1} more); width "
-                "maps are written by data=synthetic_roads (regenerate it: delete its data.root)"
+                "maps are written by data=synthetic_roads (a root it did not generate is read as "
+                "it is: delete it to have it generated)"
             )
         self.width_paths = paths
 
@@ -123,10 +123,5 @@ class RoadWidthIoU(pl.Callback):
 
     def _width(self, name: str) -> torch.Tensor:
         if name not in self.cache:
-            width = np.asarray(Image.open(self.width_paths[name]), dtype=np.uint8)
-            self.cache[name] = torch.from_numpy(width.copy())
+            self.cache[name] = torch.from_numpy(read_width_map(self.width_paths[name]).copy())
         return self.cache[name]
-
-
-def _width_path(label: Path) -> Path:
-    return label.with_name(label.name.removesuffix("_mask.png") + WIDTH_SUFFIX)

@@ -1,4 +1,7 @@
-"""Datasets: DeepGlobe roads and Pascal VOC 2012 DataModules, their synthetic stand-ins and presets."""
+"""Datasets: DeepGlobe roads and Pascal VOC 2012 DataModules and their transform presets.
+
+The synthetic stand-ins live apart, in :mod:`lovaszseg.data.synthetic`.
+"""
 
 from lovaszseg.data.datamodule import SegmentationDataModule
 from lovaszseg.data.deepglobe import DeepGlobeRoadDataModule

@@ -1,9 +1,9 @@
 """The LightningDataModule that DeepGlobe and VOC share: config contract, checks and loaders.
 
-A subclass says where its samples are (`scan_samples`), how its stored labels become class
-indices (`decode_label`) and which synthetic stand-in it reads (`synthetic_generator`); this class
-does the rest the same way for both: validate the config, generate synthetic data once, fail
-before training on a missing root or missing files, and build seeded loaders.
+A subclass says where its samples are (`scan_samples`) and how its stored labels become class
+indices (`decode_label`); this class does the rest the same way for both: validate the config,
+let a synthetic stand-in (`synthetic`, any `SyntheticSource`) write the root first, fail before
+training on a missing root or missing files, and build seeded loaders.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import hydra.utils
 import pytorch_lightning as pl
@@ -22,8 +22,22 @@ from torch.utils.data import DataLoader
 from lovaszseg.data.dataset import LabelDecoder, SegmentationDataset, pad_collate, seed_worker
 from lovaszseg.data.files import Problem, Sample, require_files
 from lovaszseg.data.sampling import EpochSampler, ResumableDataLoader, TrainPosition
-from lovaszseg.data.synthetic.cache import Generator, ensure_generated
 from lovaszseg.data.transforms import EvalPreset, TrainPreset
+
+
+class SyntheticSource(Protocol):
+    """What a DataModule asks of the data generator in `data.synthetic`: it writes files in the
+    dataset's own layout, which the DataModule then reads as it reads real data
+    (``lovaszseg.data.synthetic`` holds the generators)."""
+
+    @property
+    def split_sizes(self) -> tuple[int, int]:
+        """How many train and val samples it writes."""
+        ...
+
+    def prepare(self, root: Path) -> None:
+        """Make `root` hold the generated data (a no-op when it already does)."""
+        ...
 
 
 def per_process_batch_size(global_batch_size: int, world_size: int) -> int:
@@ -50,6 +64,19 @@ def _build(transform: Any) -> Any:
     return transform
 
 
+def _synthetic_source(synthetic: Any) -> SyntheticSource | None:
+    """The generator object; a `_target_` mapping (a non-recursive instantiation) is built here,
+    and settings without one are refused: they do not say which generator writes them."""
+    source = _build(synthetic)
+    if isinstance(source, Mapping | DictConfig):
+        raise ValueError(
+            f"data.synthetic has settings {sorted(source)} but no _target_ naming the generator "
+            "that writes them; expected e.g. `_target_: lovaszseg.data.synthetic.SyntheticRoads` "
+            "beside them (as conf/data/synthetic_roads.yaml has), or null for data on disk"
+        )
+    return source
+
+
 class SegmentationDataModule(pl.LightningDataModule):
     """Dict batches `{"image", "mask", "name"}`; `num_classes`, `ignore_index`, `class_names`."""
 
@@ -67,7 +94,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         train_transform: Any = None,
         eval_transform: Any = None,
         val_batch_size: int | None = None,
-        synthetic: Mapping[str, Any] | None = None,
+        synthetic: SyntheticSource | None = None,
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
@@ -94,9 +121,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             crop_size=self.crop_size, ignore_index=self.ignore_index
         )
         self.eval_transform = _build(eval_transform) or EvalPreset(ignore_index=self.ignore_index)
-        self.synthetic = (
-            None if synthetic is None else self.synthetic_generator.settings(_plain(synthetic))
-        )
+        self.synthetic = _synthetic_source(synthetic)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.train_dataset: SegmentationDataset | None = None
         self.val_dataset: SegmentationDataset | None = None
@@ -112,20 +137,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     # module-level function (set as a staticmethod), so DataLoader workers can pickle it.
     decode_label: LabelDecoder
 
-    # The synthetic stand-in written into `root` when the config gives `synthetic` settings.
-    synthetic_generator: Generator
-
     # -- shared behaviour ------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Write the synthetic stand-in into `root` unless it is already there."""
         if self.synthetic is not None:
-            generator, settings = self.synthetic_generator, self.synthetic
-            ensure_generated(
-                self.root,
-                generator.name,
-                settings,
-                lambda folder: generator.write(folder, settings),
-            )
+            self.synthetic.prepare(self.root)
 
     @property
     def per_process_batch_size(self) -> int:

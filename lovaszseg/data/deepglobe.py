@@ -9,15 +9,14 @@ Roads are binary: one logit channel, labels 0 / 1, padding 255.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lovaszseg.data.datamodule import SegmentationDataModule
+from lovaszseg.data.datamodule import SegmentationDataModule, SyntheticSource
 from lovaszseg.data.files import Problem, Sample, parse_list_file
-from lovaszseg.data.synthetic.roads import ROADS
 
 
 def binarise_road_label(raw: np.ndarray, sample: Sample) -> np.ndarray:
@@ -61,11 +60,10 @@ def seeded_split(samples: Sequence[Sample], sizes: Sequence[int], seed: int) -> 
 
 
 class DeepGlobeRoadDataModule(SegmentationDataModule):
-    """Binary road extraction; also reads the `synthetic_roads` stand-in, written in either layout."""
+    """Binary road extraction, from list files or from the original release's folder."""
 
     dataset_name = "DeepGlobe road"
     decode_label = staticmethod(binarise_road_label)
-    synthetic_generator = ROADS
 
     def __init__(
         self,
@@ -78,7 +76,7 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
         separator: str = "|",
         split_seed: int = 0,
         split_sizes: Sequence[int] = (800, 200),
-        synthetic: Mapping[str, Any] | None = None,
+        synthetic: SyntheticSource | None = None,
         **common: Any,
     ) -> None:
         super().__init__(root, num_classes, class_names, synthetic=synthetic, **common)
@@ -93,9 +91,8 @@ class DeepGlobeRoadDataModule(SegmentationDataModule):
         self.separator = separator
         self.split_seed = int(split_seed)
         self.split_sizes = [int(n) for n in split_sizes]
-        if self.synthetic is not None and self.synthetic["layout"] == "original":
-            # split what was generated, all of it
-            self.split_sizes = [self.synthetic["num_train"], self.synthetic["num_val"]]
+        if self.synthetic is not None:  # generated data is split as it was generated, all of it
+            self.split_sizes = list(self.synthetic.split_sizes)
 
     @property
     def download_name(self) -> str:

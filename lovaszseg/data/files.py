@@ -3,6 +3,11 @@
 A bare `PIL.UnidentifiedImageError` raised inside a DataLoader worker tells the user nothing about
 which of 10,000 files is broken; everything here raises `ValueError` with the path (and, for list
 files, the line).
+
+Besides image and label, a road label may have a width map beside it (``<stem>_width.png`` next
+to ``<stem>_mask.png``): for every pixel, the width in px of the road nearest to it, 0 where the
+image has no road. Whoever writes one (the synthetic roads) and whoever reads one (the thin/wide
+road IoU) agree on it here.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+WIDTH_SUFFIX = "_width.png"
+"""Replaces a road label's ``_mask.png`` to name its width map."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +104,18 @@ def read_label(path: Path) -> np.ndarray:
     if image.mode in ("I", "I;16", "F"):
         raise ValueError(f"label {path} has mode {image.mode}; expected 8-bit palette or grey PNG")
     return np.asarray(image.convert("RGB"))
+
+
+def width_map_path(label: Path) -> Path:
+    """Where the width map of the road label ``<stem>_mask.png`` is: ``<stem>_width.png``."""
+    if not label.name.endswith("_mask.png"):
+        raise ValueError(f"label {label} is not named <stem>_mask.png, so it has no width map")
+    return label.with_name(label.name.removesuffix("_mask.png") + WIDTH_SUFFIX)
+
+
+def read_width_map(path: Path) -> np.ndarray:
+    """The width of the nearest road per pixel, uint8 [H, W] (an 8-bit grey PNG)."""
+    image = _open(path)
+    if image.mode != "L":
+        raise ValueError(f"width map {path} has mode {image.mode}; expected an 8-bit grey PNG")
+    return np.asarray(image)

@@ -7,15 +7,14 @@ DeepLab and PaddleSeg use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lovaszseg.data.datamodule import SegmentationDataModule
+from lovaszseg.data.datamodule import SegmentationDataModule, SyntheticSource
 from lovaszseg.data.files import Problem, Sample
-from lovaszseg.data.synthetic.voc import VOC
 from lovaszseg.data.voc_classes import VOC_CLASSES
 
 
@@ -47,12 +46,11 @@ def parse_name_list(
 
 
 class VOCSegmentationDataModule(SegmentationDataModule):
-    """21-class Pascal VOC 2012; also reads the `synthetic_voc` stand-in."""
+    """21-class Pascal VOC 2012, from `VOCdevkit/VOC2012` (or that folder itself)."""
 
     dataset_name = "Pascal VOC 2012"
     download_name = "voc2012"
     decode_label = staticmethod(voc_label)
-    synthetic_generator = VOC
 
     def __init__(
         self,
@@ -60,7 +58,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         num_classes: int = 21,
         class_names: Sequence[str] = VOC_CLASSES,
         sbd: bool = False,
-        synthetic: Mapping[str, Any] | None = None,
+        synthetic: SyntheticSource | None = None,
         **common: Any,
     ) -> None:
         super().__init__(root, num_classes, class_names, synthetic=synthetic, **common)

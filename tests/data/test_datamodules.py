@@ -14,6 +14,7 @@ from PIL import Image
 from lovaszseg.data import DeepGlobeRoadDataModule, EvalPreset, VOCSegmentationDataModule
 from lovaszseg.data.deepglobe import binarise_road_label
 from lovaszseg.data.files import Sample
+from lovaszseg.data.synthetic import SyntheticRoads, SyntheticVOC
 
 TINY = {"num_train": 4, "num_val": 3, "image_size": 96}
 
@@ -81,7 +82,7 @@ def test_eval_padding_is_ignored_and_images_are_whole(tmp_path):
         tmp_path / "r",
         crop_size=64,
         batch_size=2,
-        synthetic={**TINY, "image_size": 80},
+        synthetic=SyntheticRoads(**{**TINY, "image_size": 80}),
         eval_transform=EvalPreset(pad_to=96),
     )
     dm.setup()
@@ -98,7 +99,7 @@ def test_workers_augment_differently_and_reproducibly(tmp_path):
         crop_size=64,
         batch_size=1,
         num_workers=2,
-        synthetic={**TINY, "num_train": 2},
+        synthetic=SyntheticRoads(**{**TINY, "num_train": 2}),
     )
     dm.setup()
 
@@ -127,7 +128,7 @@ def test_missing_root_fails_before_training_with_the_path(tmp_path):
 
 def test_listed_files_that_do_not_exist_are_named_with_their_line(tmp_path):
     root = tmp_path / "r"
-    DeepGlobeRoadDataModule(root, synthetic=TINY).setup()
+    DeepGlobeRoadDataModule(root, synthetic=SyntheticRoads(**TINY)).setup()
     (root / "train" / "0002_mask.png").unlink()
     with (root / "val.txt").open("a") as f:
         f.write("val/ghost_sat.jpg|val/ghost_mask.png\n")
@@ -140,7 +141,7 @@ def test_listed_files_that_do_not_exist_are_named_with_their_line(tmp_path):
 
 def test_malformed_list_line_is_named(tmp_path):
     root = tmp_path / "r"
-    DeepGlobeRoadDataModule(root, synthetic=TINY).setup()
+    DeepGlobeRoadDataModule(root, synthetic=SyntheticRoads(**TINY)).setup()
     (root / "val.txt").write_text("val/0000_sat.jpg val/0000_mask.png\n")
     with pytest.raises(ValueError, match=r"val\.txt:1: expected 'image\|label'"):
         DeepGlobeRoadDataModule(root).setup()
@@ -150,7 +151,7 @@ def test_malformed_list_line_is_named(tmp_path):
 def test_undecodable_image_during_loading_names_the_file(tmp_path, num_workers):
     root = tmp_path / "r"
     dm = DeepGlobeRoadDataModule(
-        root, batch_size=4, crop_size=64, num_workers=num_workers, synthetic=TINY
+        root, batch_size=4, crop_size=64, num_workers=num_workers, synthetic=SyntheticRoads(**TINY)
     )
     dm.setup()
     broken = root / "train" / "0001_sat.jpg"
@@ -161,7 +162,9 @@ def test_undecodable_image_during_loading_names_the_file(tmp_path, num_workers):
 
 def test_voc_refuses_rgb_labels_and_out_of_range_values(tmp_path):
     root = tmp_path / "v"
-    dm = VOCSegmentationDataModule(root, synthetic={**TINY, "num_train": 2, "num_val": 1})
+    dm = VOCSegmentationDataModule(
+        root, synthetic=SyntheticVOC(**{**TINY, "num_train": 2, "num_val": 1})
+    )
     dm.setup()
     label_path = dm.train_dataset.samples[0].label
     label = np.asarray(Image.open(label_path))
@@ -177,7 +180,9 @@ def test_voc_refuses_rgb_labels_and_out_of_range_values(tmp_path):
 
 def test_voc_sbd_needs_the_augmented_labels(tmp_path):
     root = tmp_path / "v"
-    VOCSegmentationDataModule(root, synthetic={**TINY, "num_train": 2, "num_val": 1}).setup()
+    VOCSegmentationDataModule(
+        root, synthetic=SyntheticVOC(**{**TINY, "num_train": 2, "num_val": 1})
+    ).setup()
     with pytest.raises(ValueError, match="SegmentationClassAug"):
         VOCSegmentationDataModule(root, sbd=True).setup()
     voc = root / "VOCdevkit" / "VOC2012"

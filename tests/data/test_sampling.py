@@ -10,6 +10,7 @@ import torch
 
 from lovaszseg.data import DeepGlobeRoadDataModule
 from lovaszseg.data.sampling import EpochSampler, TrainPosition
+from lovaszseg.data.synthetic import SyntheticRoads
 from tests.data.test_datamodules import TINY
 
 
@@ -49,7 +50,7 @@ def roads(tmp_path, workers: int) -> DeepGlobeRoadDataModule:
         crop_size=32,
         batch_size=2,
         num_workers=workers,
-        synthetic={**TINY, "num_train": 6},
+        synthetic=SyntheticRoads(**{**TINY, "num_train": 6}),
     )
     dm.setup()
     return dm

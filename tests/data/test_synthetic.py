@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
 from PIL import Image
 
+import lovaszseg
 from lovaszseg.data import DeepGlobeRoadDataModule, VOCSegmentationDataModule
+from lovaszseg.data.synthetic import SyntheticRoads, SyntheticVOC
 from lovaszseg.data.synthetic.cache import MANIFEST, ensure_generated
 from lovaszseg.data.synthetic.roads import render_road_scene, road_settings
 from lovaszseg.data.synthetic.voc import render_voc_scene, voc_settings
@@ -21,7 +27,7 @@ TINY_VOC = {"num_train": 4, "num_val": 2, "image_size": [96, 128]}
 
 def roads(root, **synthetic) -> DeepGlobeRoadDataModule:
     dm = DeepGlobeRoadDataModule(
-        root, crop_size=64, batch_size=2, synthetic={**TINY_ROADS, **synthetic}
+        root, crop_size=64, batch_size=2, synthetic=SyntheticRoads(**{**TINY_ROADS, **synthetic})
     )
     dm.setup()
     return dm
@@ -29,7 +35,7 @@ def roads(root, **synthetic) -> DeepGlobeRoadDataModule:
 
 def voc(root, **synthetic) -> VOCSegmentationDataModule:
     dm = VOCSegmentationDataModule(
-        root, crop_size=64, batch_size=2, synthetic={**TINY_VOC, **synthetic}
+        root, crop_size=64, batch_size=2, synthetic=SyntheticVOC(**{**TINY_VOC, **synthetic})
     )
     dm.setup()
     return dm
@@ -55,7 +61,9 @@ def test_roads_original_layout_has_jpeg_like_masks_and_a_seeded_split(tmp_path):
     assert len(dm.train_dataset) == 6 and len(dm.val_dataset) == 2
     train = {s.name for s in dm.train_dataset.samples}
     assert train.isdisjoint(s.name for s in dm.val_dataset.samples)
-    again = DeepGlobeRoadDataModule(tmp_path / "o", synthetic={**TINY_ROADS, "layout": "original"})
+    again = DeepGlobeRoadDataModule(
+        tmp_path / "o", synthetic=SyntheticRoads(**TINY_ROADS, layout="original")
+    )
     again.setup()
     assert {s.name for s in again.train_dataset.samples} == train
     assert set(np.unique(dm.train_dataset.load(0)[1])) <= {0, 1}
@@ -172,3 +180,58 @@ def test_concurrent_runs_generate_once_and_never_see_a_partial_root(tmp_path):
     with ThreadPoolExecutor(3) as pool:
         seen = list(pool.map(lambda _: generate_then_read(), range(3)))
     assert seen == ["complete"] * 3 and len(calls) == 1
+
+
+def synthetic_config(name: str, data_dir: Path, *overrides: str):
+    with initialize_config_module("lovaszseg.conf", version_base="1.3"):
+        cfg = compose("train", [f"data={name}", f"paths.data_dir={data_dir}", *overrides])
+    return cfg.data
+
+
+@pytest.mark.parametrize(
+    ("name", "generator"), [("synthetic_roads", SyntheticRoads), ("synthetic_voc", SyntheticVOC)]
+)
+def test_the_configs_build_the_generator_and_its_knobs_override_as_keys(name, generator, tmp_path):
+    cfg = synthetic_config(
+        name, tmp_path, "data.synthetic.num_train=5", "data.synthetic.difficulty=hard"
+    )
+    dm = instantiate(cfg)
+    assert type(dm.synthetic) is generator and dm.synthetic.split_sizes == (5, 32)
+    complete = road_settings if name == "synthetic_roads" else voc_settings
+    assert dm.synthetic.settings == complete({"num_train": 5, "difficulty": "hard"})
+
+
+def test_the_roads_original_layout_is_split_as_generated(tmp_path):
+    cfg = synthetic_config(
+        "synthetic_roads",
+        tmp_path,
+        "data.layout=original",
+        "data.synthetic.layout=original",
+        "data.synthetic.num_train=7",
+        "data.synthetic.num_val=3",
+    )
+    assert instantiate(cfg).split_sizes == [7, 3]  # not the configured 800 / 200 of the originals
+
+
+def test_settings_without_a_generator_are_refused_by_key(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"data\.synthetic has settings \['num_train', 'seed'\] but no _target_"
+    ):
+        DeepGlobeRoadDataModule(tmp_path / "r", synthetic={"seed": 0, "num_train": 4})
+
+
+def test_a_target_mapping_is_built_when_the_data_is_instantiated_non_recursively(tmp_path):
+    cfg = synthetic_config("synthetic_voc", tmp_path, "data.synthetic.num_val=2")
+    dm = instantiate(cfg, _recursive_=False)
+    assert type(dm.synthetic) is SyntheticVOC and dm.synthetic.split_sizes == (96, 2)
+
+
+def test_the_real_data_modules_import_nothing_of_the_generators():
+    package = Path(lovaszseg.__file__).parent
+    readers = [*sorted((package / "data").glob("*.py")), package / "callbacks" / "width_iou.py"]
+    for path in readers:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.startswith("lovaszseg.data.synthetic") for n in names), path

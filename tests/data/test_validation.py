@@ -12,6 +12,7 @@ from rich.console import Console
 
 from lovaszseg.check import main, run
 from lovaszseg.data import DeepGlobeRoadDataModule, VOCSegmentationDataModule
+from lovaszseg.data.synthetic import SyntheticRoads, SyntheticVOC
 from lovaszseg.data.validation import check_dataset
 
 TINY = {"num_train": 4, "num_val": 2, "image_size": 96}
@@ -39,7 +40,7 @@ def test_clean_synthetic_roads_pass_with_the_imbalance_shown(tmp_path):
 
 def test_every_problem_is_reported_with_its_list_line(tmp_path):
     root = tmp_path / "r"
-    DeepGlobeRoadDataModule(root, synthetic=TINY).setup()
+    DeepGlobeRoadDataModule(root, synthetic=SyntheticRoads(**TINY)).setup()
     (root / "train" / "0000_mask.png").unlink()  # missing
     (root / "train" / "0001_sat.jpg").write_bytes(b"not a jpeg")  # undecodable
     Image.fromarray(np.zeros((50, 96), np.uint8)).save(root / "train" / "0002_mask.png")  # size
@@ -67,7 +68,9 @@ def test_every_problem_is_reported_with_its_list_line(tmp_path):
 
 def test_voc_values_out_of_range_and_colour_labels_are_problems(tmp_path):
     root = tmp_path / "v"
-    dm = VOCSegmentationDataModule(root, synthetic={**TINY, "num_train": 3, "num_val": 1})
+    dm = VOCSegmentationDataModule(
+        root, synthetic=SyntheticVOC(**{**TINY, "num_train": 3, "num_val": 1})
+    )
     dm.setup()
     first, second = (s.label for s in dm.train_dataset.samples[:2])
     label = np.asarray(Image.open(first)).copy()
@@ -88,7 +91,7 @@ def test_missing_root_is_a_problem_not_a_crash(tmp_path):
 
 def test_cli_exits_non_zero_and_names_the_file(tmp_path, monkeypatch, capsys):
     root = tmp_path / "r"
-    DeepGlobeRoadDataModule(root, synthetic=TINY).setup()
+    DeepGlobeRoadDataModule(root, synthetic=SyntheticRoads(**TINY)).setup()
     (root / "val" / "0000_mask.png").write_bytes(b"\x89PNG broken")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
@@ -112,7 +115,7 @@ def test_real_configs_report_an_absent_download(name, tmp_path):
 
 def test_colour_road_masks_are_a_note_not_a_problem(tmp_path):
     root = tmp_path / "r"
-    DeepGlobeRoadDataModule(root, synthetic=TINY).setup()
+    DeepGlobeRoadDataModule(root, synthetic=SyntheticRoads(**TINY)).setup()
     mask = root / "train" / "0001_mask.png"
     grey = np.asarray(Image.open(mask)) * 255
     Image.fromarray(np.stack([grey] * 3, -1)).save(mask)  # as DeepGlobe's originals: RGB 0/255

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lovaszseg.callbacks.width_iou import zone_counts, zone_iou
+from lovaszseg.data import DeepGlobeRoadDataModule
+from lovaszseg.data.files import read_width_map, width_map_path
+from lovaszseg.data.synthetic import SyntheticRoads
+from lovaszseg.data.synthetic.drawing import sample_rng
 from lovaszseg.data.synthetic.roads import nearest_road_width, render_road_scene, road_settings
 
 # A 1 px road in column 1 and a 5 px-wide one (drawn width) in columns 4-5; every pixel belongs to
@@ -68,3 +74,32 @@ def test_generated_width_maps_hold_the_drawn_widths():
     on_road = set(np.unique(width[label == 1]).tolist())
     assert on_road <= {1, 2, *range(low, high + 1)}
     assert width.min() > 0  # every pixel has a nearest road
+
+
+def test_a_width_map_is_named_after_its_road_label():
+    assert width_map_path(Path("val/0007_mask.png")) == Path("val/0007_width.png")
+    with pytest.raises(ValueError, match=r"2012_000001\.png is not named <stem>_mask\.png"):
+        width_map_path(Path("SegmentationClass/2012_000001.png"))
+
+
+@pytest.mark.parametrize("layout", ["list", "original"])
+def test_the_width_maps_written_are_the_ones_drawn_and_read_back(tmp_path, layout):
+    generator = SyntheticRoads(num_train=2, num_val=2, image_size=96, layout=layout, seed=4)
+    dm = DeepGlobeRoadDataModule(tmp_path / "r", synthetic=generator)
+    dm.setup()
+    assert all(width_map_path(s.label).is_file() for s in dm.val_dataset.samples)
+    for split, index in (("train", 1), ("val", 0)):
+        stem = {  # where each layout stores a generated sample's label
+            "list": f"{split}/{index:04d}",
+            "original": f"train/{100000 + (500000 if split == 'val' else 0) + index}",
+        }[layout]
+        drawn = render_road_scene(sample_rng(4, split, index), 96, generator.settings)[2]
+        stored = read_width_map(width_map_path(tmp_path / "r" / f"{stem}_mask.png"))
+        assert stored.dtype == np.uint8 and np.array_equal(stored, drawn)
+
+
+def test_a_width_map_that_is_not_8_bit_grey_is_refused(tmp_path):
+    path = tmp_path / "0000_width.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"0000_width\.png has mode RGB; expected an 8-bit grey"):
+        read_width_map(path)

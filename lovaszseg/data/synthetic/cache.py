@@ -15,25 +15,16 @@ import fcntl
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from lovaszseg.runs.atomic import replace_folder, staging_folder, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "synthetic.json"
-
-
-@dataclass(frozen=True)
-class Generator:
-    """A synthetic dataset: its name in the manifest (a new version regenerates cached data),
-    how its settings are completed and validated, and how it is written into a folder."""
-
-    name: str
-    settings: Callable[[Mapping[str, Any]], dict[str, Any]]
-    write: Callable[[Path, Mapping[str, Any]], None]
 
 
 @contextlib.contextmanager
@@ -95,3 +86,36 @@ def ensure_generated(
             replace_folder(folder, root)
     log.info("generated synthetic %s in %s", generator, root)
     return True
+
+
+class SyntheticData:
+    """A synthetic dataset built from its settings (`data.synthetic` in the configs, by
+    `_target_`), written once into the data root that its DataModule then reads as real data.
+
+    A subclass names itself in the manifest (`name`: a new version regenerates cached data), and
+    gives how its settings are completed and validated (`complete`) and how it is written into a
+    folder (`write_into`).
+    """
+
+    name: str
+    complete: Callable[[Mapping[str, Any]], dict[str, Any]]
+    write_into: Callable[[Path, Mapping[str, Any]], None]
+
+    def __init__(self, **settings: Any) -> None:
+        # Hydra passes lists as ListConfig; the manifest and the generator want plain values
+        plain = OmegaConf.to_container(OmegaConf.create(settings), resolve=True)
+        self.settings = self.complete(plain)
+
+    @property
+    def split_sizes(self) -> tuple[int, int]:
+        """How many train and val samples it writes."""
+        return int(self.settings["num_train"]), int(self.settings["num_val"])
+
+    def prepare(self, root: Path | str) -> None:
+        """Write the dataset into `root` unless it is already there."""
+        ensure_generated(
+            root, self.name, self.settings, lambda folder: self.write_into(folder, self.settings)
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings})"

@@ -5,10 +5,10 @@ DeepGlobe), so the DeepGlobe loading code runs unchanged on data that is made in
 difficulty knobs carry what makes real road extraction hard: roads under trees and shadows, faint
 and one-pixel-thin segments, low contrast, roofs coloured like asphalt and noisy label edges.
 
-Beside each label the generator writes the width of the roads (`*_width.png`): for every pixel,
-the pen width in px of the road drawn nearest to it. That is exact (it is how the road was drawn)
-and splits the image into thin-road and wide-road zones, so that a metric can score thin roads
-apart from wide ones (:mod:`lovaszseg.callbacks.width_iou`).
+Beside each label the generator writes its width map (:func:`lovaszseg.data.files.width_map_path`):
+for every pixel, the pen width in px of the road drawn nearest to it. That is exact (it is how the
+road was drawn) and splits the image into thin-road and wide-road zones, so that a metric can score
+thin roads apart from wide ones (:mod:`lovaszseg.callbacks.width_iou`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from lovaszseg.data.synthetic.cache import Generator
+from lovaszseg.data.files import width_map_path
+from lovaszseg.data.synthetic.cache import SyntheticData
 from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
 from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
 from lovaszseg.runs.atomic import write_text_atomic
-
-WIDTH_SUFFIX = "_width.png"
-"""Beside ``<stem>_mask.png``: the width of the nearest road per pixel, in px."""
 
 ROAD_PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
@@ -237,10 +235,15 @@ def write_synthetic_roads(root: Path, settings: Mapping[str, Any]) -> None:
                 stem = f"train/{(0 if split == 'train' else 500000) + 100000 + i}"
                 save_jpeg(root / f"{stem}_sat.jpg", image)
                 save_png(root / f"{stem}_mask.png", _jpeg_like(label))
-            save_png(root / f"{stem}{WIDTH_SUFFIX}", width)
+            save_png(width_map_path(root / f"{stem}_mask.png"), width)
     if settings["layout"] == "list":
         for split, lines in lists.items():
             write_text_atomic(root / f"{split}.txt", "\n".join(lines) + "\n")
 
 
-ROADS = Generator("synthetic_roads/2", road_settings, write_synthetic_roads)  # 2: width maps
+class SyntheticRoads(SyntheticData):
+    """Synthetic aerial roads for `DeepGlobeRoadDataModule`; settings as in `road_settings`."""
+
+    name = "synthetic_roads/2"  # version 2 writes width maps: older caches are regenerated
+    complete = staticmethod(road_settings)
+    write_into = staticmethod(write_synthetic_roads)

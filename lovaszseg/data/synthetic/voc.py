@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lovaszseg.data.synthetic.cache import Generator
+from lovaszseg.data.synthetic.cache import SyntheticData
 from lovaszseg.data.synthetic.drawing import sample_rng, save_jpeg, save_png, smooth_noise
 from lovaszseg.data.synthetic.knobs import check_keys, merge_knobs
 from lovaszseg.data.voc_classes import VOC_CLASSES, voc_palette
@@ -219,4 +219,9 @@ def write_synthetic_voc(root: Path, settings: Mapping[str, Any]) -> None:
         write_text_atomic(lists / f"{split}.txt", "\n".join(names) + "\n")
 
 
-VOC = Generator("synthetic_voc", voc_settings, write_synthetic_voc)
+class SyntheticVOC(SyntheticData):
+    """Synthetic VOC-like scenes for `VOCSegmentationDataModule`; settings as in `voc_settings`."""
+
+    name = "synthetic_voc"
+    complete = staticmethod(voc_settings)
+    write_into = staticmethod(write_synthetic_voc)
