@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # 2 tasks of 1 CPU each (the local cluster has nproc CPUs), little memory, a short time limit
@@ -38,3 +43,50 @@ def submitted_job_ids(sweep_dir: Path) -> list[str]:
     """SLURM ids of a submitit sweep's jobs, from its ``.submitit/<job id>`` folders."""
     folders = (sweep_dir / ".submitit").glob("*")
     return sorted(f.name for f in folders if f.is_dir() and re.fullmatch(r"\d+(_\d+)?", f.name))
+
+
+def squeue(job_id: str, field: str) -> str:
+    """One ``squeue --format`` field of a job (e.g. ``%T`` its state, ``%M`` its run time)."""
+    command = ["squeue", "--noheader", f"--format={field}", "--jobs", job_id]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def scontrol(*arguments: str) -> None:
+    subprocess.run(["scontrol", *arguments], check=True, timeout=30)
+
+
+def release_when_requeued(job_id: str, *updates: str, within_s: float = 300) -> None:
+    """Wait until the requeued job is pending again, then start it at once (SLURM holds a requeued
+    job back for two minutes, its BeginTime), applying ``updates`` (``Key=value``) on the way."""
+    deadline = time.monotonic() + within_s
+    while squeue(job_id, "%T") != "PENDING":
+        assert time.monotonic() < deadline, f"job {job_id} was not requeued within {within_s} s"
+        time.sleep(0.5)
+    scontrol("update", f"JobId={job_id}", *updates, "StartTime=now")
+
+
+@contextlib.contextmanager
+def sweep_in_background(cwd: Path, *overrides: str, timeout_s: float = 900) -> Iterator[Callable]:
+    """A ``lovaszseg.train --multirun`` on SLURM running in ``cwd`` while the test acts on its
+    job. Yields ``wait_until(ready, what)``: poll ``ready()`` until it holds. On leaving, waits
+    for the sweep and asserts it succeeded; kills it if the test failed first."""
+    command = [sys.executable, "-m", "lovaszseg.train", "--multirun", *overrides]
+    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    sweep = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+    def wait_until(ready: Callable[[], bool], what: str, within_s: float = 400) -> None:
+        deadline = time.monotonic() + within_s
+        while not ready():
+            assert sweep.poll() is None, f"the sweep ended before {what}"
+            assert time.monotonic() < deadline, f"not {what} within {within_s} s"
+            time.sleep(0.2)
+
+    try:
+        yield wait_until
+        _, stderr = sweep.communicate(timeout=timeout_s)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stderr[-3000:]

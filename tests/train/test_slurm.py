@@ -6,16 +6,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
 
 from tests.train.entry import FAST, epochs_with, metric_rows, results, sweep_jobs
-from tests.train.slurm import SLURM_CPU_JOB, submitted_job_ids
+from tests.train.slurm import (
+    SLURM_CPU_JOB,
+    release_when_requeued,
+    scontrol,
+    submitted_job_ids,
+    sweep_in_background,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -32,38 +33,15 @@ def test_two_job_sweep_runs_each_job_on_two_slurm_tasks(run_entry, tmp_path):
 
 
 def test_requeued_job_resumes_from_last_checkpoint_and_loses_nothing(data_dir, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "lovaszseg.train",
-        "--multirun",
-        *FAST,
-        f"paths.data_dir={data_dir}",
-        *SLURM_CPU_JOB,
-        "trainer.max_epochs=6",
-        "auto_resume=true",
-    ]
-    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    sweep = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 400
-        while not requeue_point_reached(tmp_path):
-            assert sweep.poll() is None, "the sweep ended before its job logged an epoch"
-            assert time.monotonic() < deadline, "no epoch logged within 400 s"
-            time.sleep(0.2)
+    overrides = (*FAST, f"paths.data_dir={data_dir}", *SLURM_CPU_JOB, "trainer.max_epochs=6")
+    with sweep_in_background(tmp_path, *overrides, "auto_resume=true", timeout_s=600) as wait_until:
+        wait_until(lambda: requeue_point_reached(tmp_path), "its job logged an epoch")
         (job_dir,) = (tmp_path / "multirun" / "train").glob("*/0*")
         (job_id,) = submitted_job_ids(job_dir.parent)
         # what SLURM does on preemption (PreemptMode=REQUEUE), and what submitit runs when the
         # time limit nears: SIGTERM to every task, then the same batch script again
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        release_when_pending(job_id)
-        _, stderr = sweep.communicate(timeout=600)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, stderr[-3000:]
+        scontrol("requeue", job_id)
+        release_when_requeued(job_id, within_s=120)
 
     log = (job_dir / "train.log").read_text()
     assert "SIGTERM at epoch" in log and "resuming from" in log, log
@@ -90,21 +68,3 @@ def requeue_point_reached(root) -> bool:
     and a last checkpoint behind it."""
     logs = list((root / "multirun" / "train").glob("*/0*/train.log"))
     return bool(logs) and "epoch 2/6" in logs[0].read_text()
-
-
-def release_when_pending(job_id: str) -> None:
-    """SLURM holds a requeued job back for two minutes (its BeginTime); start it at once."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = subprocess.run(
-            ["squeue", "--noheader", "--format=%T", "--jobs", job_id],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-        if state == "PENDING":
-            subprocess.run(
-                ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
-            )
-            return
-        time.sleep(0.5)

@@ -15,16 +15,19 @@ elsewhere the test skips unless ``srun`` answers.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
 from tests.train.entry import FAST, epochs_with, metric_rows, results
-from tests.train.slurm import SLURM_CPU_JOB, submitted_job_ids
+from tests.train.slurm import (
+    SLURM_CPU_JOB,
+    release_when_requeued,
+    scontrol,
+    squeue,
+    submitted_job_ids,
+    sweep_in_background,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -33,15 +36,6 @@ EPOCHS = 20  # long enough to be running still when SLURM gets round to the sign
 # minutes of it, whichever is less: with 10 minutes, any signal is a time-out
 TIMEOUT_MIN = 10
 SIGNAL_DELAY_S = 120
-
-
-def scontrol(*arguments: str) -> None:
-    subprocess.run(["scontrol", *arguments], check=True, timeout=30)
-
-
-def squeue(job_id: str, field: str) -> str:
-    command = ["squeue", "--noheader", f"--format={field}", "--jobs", job_id]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
 
 
 def elapsed_s(job_id: str) -> int:
@@ -59,16 +53,6 @@ def cut_time_limit(job_id: str) -> None:
     scontrol("update", f"JobId={job_id}", f"TimeLimit={limit_min}")
 
 
-def restore_and_release_when_requeued(job_id: str) -> None:
-    """The requeued job gets its limit back and starts at once (SLURM holds a requeued job for
-    two minutes)."""
-    deadline = time.monotonic() + 300
-    while squeue(job_id, "%T") != "PENDING":
-        assert time.monotonic() < deadline, f"job {job_id} was not requeued within 300 s"
-        time.sleep(0.5)
-    scontrol("update", f"JobId={job_id}", f"TimeLimit={TIMEOUT_MIN}", "StartTime=now")
-
-
 def submitit_logs(sweep_dir) -> str:
     """Everything submitit's tasks logged, in every try."""
     logs = sorted((sweep_dir / ".submitit").glob("*/*_log.*"))
@@ -81,11 +65,7 @@ def training_under_way(root) -> bool:
 
 
 def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "lovaszseg.train",
-        "--multirun",
+    overrides = (
         *FAST,
         f"paths.data_dir={data_dir}",
         *SLURM_CPU_JOB,
@@ -94,26 +74,14 @@ def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir,
         "hydra.launcher.max_num_timeout=2",
         f"trainer.max_epochs={EPOCHS}",
         "auto_resume=true",
-    ]
-    env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    sweep = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    try:
-        deadline = time.monotonic() + 400
-        while not training_under_way(tmp_path):
-            assert sweep.poll() is None, "the sweep ended before its job trained an epoch"
-            assert time.monotonic() < deadline, "no epoch trained within 400 s"
-            time.sleep(0.2)
+    with sweep_in_background(tmp_path, *overrides) as wait_until:
+        wait_until(lambda: training_under_way(tmp_path), "its job trained an epoch")
         (sweep_dir,) = (tmp_path / "multirun" / "train").glob("*")
         (job_id,) = submitted_job_ids(sweep_dir)
         cut_time_limit(job_id)
-        restore_and_release_when_requeued(job_id)
-        _, stderr = sweep.communicate(timeout=900)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, stderr[-3000:]
+        # the requeued job gets its limit back
+        release_when_requeued(job_id, f"TimeLimit={TIMEOUT_MIN}")
 
     logs = submitit_logs(sweep_dir)
     assert "Caught signal SIGUSR2" in logs and "this job is timed-out" in logs, logs[-3000:]
