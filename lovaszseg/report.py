@@ -19,13 +19,17 @@ from typing import Any
 from rich.console import Console
 
 from lovaszseg.reporting.aggregate import Report, summarise
-from lovaszseg.reporting.document import render_markdown, subject
-from lovaszseg.reporting.holm import correct_panel
-from lovaszseg.reporting.optuna import describe, find_searches
+from lovaszseg.reporting.paired import compare_to_stopping, correct_panel
 from lovaszseg.reporting.plot import plot_curves
-from lovaszseg.reporting.runs import load_runs
-from lovaszseg.reporting.stopping import compare_to_stopping
-from lovaszseg.reporting.table import incomplete_table, panel_tables, to_rich
+from lovaszseg.reporting.render import (
+    describe,
+    incomplete_table,
+    panel_tables,
+    render_markdown,
+    subject,
+    to_rich,
+)
+from lovaszseg.reporting.runs import find_searches, load_runs
 from lovaszseg.runs import contract
 from lovaszseg.runs.atomic import write_text_atomic
 

@@ -1,18 +1,12 @@
 """The numbers of a report: best score per run, mean and spread per group, Δ to the baseline.
 
-Honest statistics with few seeds: the standard deviation is the sample one (ddof=1) and is
-``None`` — shown as n/a — for a single run, never 0; the difference to the baseline is also
-given in units of the pooled seed standard deviation, so a +0.3 gain is read against noise.
-Incomplete runs are listed but left out of the statistics unless asked for. Per-class IoU gets
-the same Δ and Δ/σ, since what an IoU loss changes may show in some classes only (thin roads,
-small objects); and each group says how much its best score still rose over the last third of
-its epochs, the evidence that it reached its plateau. Runs of the same seed are also compared in
-pairs (a pivot by seed): where every mode continues from its seed's baseline checkpoint, the
-spread between seeds is shared by a mode and its control and cancels in their difference.
-
-The report is held as the dictionary ``report.json`` is written from. Means and spreads are
-summed with ``math.fsum`` (correctly rounded, so independent of the order the runs were found
-in), which also keeps the committed studies' reports reproducible to the last bit.
+Honest statistics with few seeds: the standard deviation is the sample one and None — shown as
+n/a — for a single run, never 0; Δ is also given in pooled seed standard deviations, so a gain
+is read against noise, and per class, since what an IoU loss changes may show in some classes
+only (thin roads, small objects). Each group says how much its best score still rose over the
+last third of its epochs, the evidence that it reached its plateau. Incomplete runs are listed
+but left out of the statistics unless asked for. The report is held as the dictionary
+``report.json`` is written from.
 """
 
 from __future__ import annotations
@@ -25,30 +19,24 @@ from statistics import fmean
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
-from lovaszseg.reporting.arms import arm_of, several_arms, with_arm
-from lovaszseg.reporting.grouping import loss_labels, pools, setting_caveats, setting_value
+from lovaszseg.reporting.grouping import (
+    arm_of,
+    loss_labels,
+    pools,
+    setting_caveats,
+    setting_value,
+    several_arms,
+    with_arm,
+)
+from lovaszseg.reporting.paired import paired_test, sample_std
 from lovaszseg.reporting.runs import Run
 from lovaszseg.runs import contract
 
 AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
 """Baseline per task when none is named: the plain cross-entropy PaddleSeg compares against."""
 
-RUN_KEYS = (
-    "path",
-    "loss",
-    "seed",
-    "status",
-    "counted",
-    "best",
-    "best_epoch",
-    "per_class_iou",
-    "epochs",
-    "last_third_gain",
-)
-"""What report.json says of each run."""
-
+RUN_KEYS = "path loss seed status counted best best_epoch per_class_iou epochs last_third_gain"
 SPREADS = ("best_epoch", "epochs", "wall_time_s")
 """Per-run columns summarised per group besides the score, the classes and the plateau gain."""
 
@@ -71,23 +59,15 @@ class Report:
         return self.summary["panels"]
 
 
-def sample_std(values: Sequence[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = fmean(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def spread(values: pd.Series) -> dict[str, Any] | None:
     """n, mean, sample std, min, max and the values that exist; None when none does."""
     present = values.dropna().tolist()
     if not present:
         return None
-    mean, std = fmean(present), sample_std(present)
     return {
         "n": len(present),
-        "mean": mean,
-        "std": std,
+        "mean": fmean(present),
+        "std": sample_std(present),
         "min": min(present),
         "max": max(present),
         "values": present,
@@ -97,51 +77,25 @@ def spread(values: pd.Series) -> dict[str, Any] | None:
 def pooled_std(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     """Pooled sample standard deviation of two spreads; None without a degree of freedom."""
     dof = a["n"] + b["n"] - 2
-    if dof < 1:
-        return None
     squares = sum((s["n"] - 1) * s["std"] ** 2 for s in (a, b) if s["std"] is not None)
-    return math.sqrt(squares / dof)
+    return math.sqrt(squares / dof) if dof >= 1 else None
 
 
 def difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | None]:
     """Δ of the means, raw and in pooled seed standard deviations (None without spread)."""
-    delta = a["mean"] - b["mean"]
-    pooled = pooled_std(a, b)
+    delta, pooled = a["mean"] - b["mean"], pooled_std(a, b)
     return delta, (delta / pooled if pooled else None)
 
 
-def paired_test(deltas: pd.Series) -> dict[str, Any] | None:
-    """Per-seed differences (indexed by seed), their mean and the paired t-test: ``t`` and the
-    two-sided ``p`` are None below two pairs or when the differences do not vary."""
-    deltas = deltas.dropna()
-    if deltas.empty:
-        return None
-    values, n = deltas.tolist(), len(deltas)
-    mean, std = fmean(values), sample_std(values)
-    t = mean / (std / math.sqrt(n)) if std else None
-    p = None if t is None else float(2.0 * stats.t.sf(abs(t), n - 1))
-    seeds = [int(seed) for seed in deltas.index]
-    return {"n": n, "seeds": seeds, "deltas": values, "mean": mean, "t": t, "p": p}
-
-
-def critical_t(pairs: int, alpha: float = 0.05) -> float:
-    """The |t| a paired t-test over ``pairs`` seeds must pass for two-sided p < ``alpha``."""
-    if pairs < 2:
-        raise ValueError(f"critical_t needs at least 2 pairs, got {pairs}")
-    return float(stats.t.isf(alpha / 2.0, pairs - 1))
-
-
 def last_third_start(epochs: Sequence[int]) -> int | None:
-    """Where the last third of the sorted logged ``epochs`` begins: with E of them, the index of
-    the first of the last ⌈E/3⌉; None below 3 epochs (no last third)."""
+    """Of E sorted logged epochs, the index of the first of the last ⌈E/3⌉; None below 3."""
     return len(epochs) - math.ceil(len(epochs) / 3) if len(epochs) >= 3 else None
 
 
 def last_third_gain(curve: dict[int, float]) -> float | None:
     """How much the best value rose over the last third of the epochs logged (≥ 0)."""
     epochs = sorted(curve)
-    start = last_third_start(epochs)
-    if start is None:
+    if (start := last_third_start(epochs)) is None:
         return None
     return max(curve.values()) - max(curve[e] for e in epochs[:start])
 
@@ -154,14 +108,14 @@ def iou_names(run: Run) -> tuple[str, ...]:
 
 
 def score_run(run: Run, metric: str) -> dict[str, Any]:
-    """The run's best value of ``metric`` (higher is better), its epoch, the per-class IoU there.
+    """The run's best ``metric`` (higher is better), its epoch and the per-class IoU there.
 
     The curve in metrics.csv is the source, so every run — finished or not — is scored the same
     way; results.json's ``best`` stands in when metrics.csv is missing.
     """
     record = {"path": str(run.path), "loss": run.loss, "seed": run.seed, "status": run.status}
-    curve = run.curves.get(metric, {})
-    planned = _int_or_none((run.results or {}).get("epochs"))
+    curve, results = run.curves.get(metric, {}), run.results or {}
+    planned = _int_or_none(results.get("epochs"))
     if curve:
         epoch = max(curve, key=lambda e: (curve[e], -e))
         iou = {
@@ -176,7 +130,7 @@ def score_run(run: Run, metric: str) -> dict[str, Any]:
             "epochs": planned or max(curve) + 1,
             "last_third_gain": last_third_gain(curve),
         }
-    best = (run.results or {}).get(contract.BEST) or {}
+    best = results.get(contract.BEST) or {}
     value = best.get(metric)
     iou = best.get(contract.PER_CLASS_IOU) if metric == contract.VAL_MIOU else None
     return record | {
@@ -212,7 +166,6 @@ def summarise(
     for apart, value in sorted(set(keys.values()), key=lambda key: (key[0], str(key[1]))):
         members = [run for run in runs if keys[run.path] == (apart, value)]
         headings.append(" · ".join(p for p in (apart, f"{by}={value}" if by else "") if p) or None)
-        by_value = " · ".join(p for p in (apart, value) if p) if apart else value
         frame = _scores(members, labels, metric, include_incomplete)
         arms = {arm_of(run) for run in members}
         arm = arms.pop() if several_arms(runs) and len(arms) == 1 else None
@@ -220,6 +173,7 @@ def summarise(
         if baseline is not None and arm and baseline not in set(frame["label"]):
             named = with_arm(baseline, arm)
         baselines.add(named)
+        by_value = " · ".join(p for p in (apart, value) if p) if apart else value
         panels.append(_panel(by_value, members, frame, named, by))
     known = sorted({g["label"] for p in panels for g in p["groups"]})
     if baseline is not None and not baselines & set(known):
@@ -232,7 +186,7 @@ def summarise(
 def _scores(
     runs: list[Run], labels: dict[Path, str], metric: str, include_incomplete: bool
 ) -> pd.DataFrame:
-    """One row per run: its score record, group label, task, wall time, and per-class IoU as
+    """One row per run: its score, group label, task, wall time, and per-class IoU as
     ``iou:<class>`` columns (for the pivot by seed)."""
     records = [
         score_run(run, metric)
@@ -253,7 +207,14 @@ def _panel(
     groups.sort(
         key=lambda g: (g["best"] is None, -(g["best"] or {"mean": 0.0})["mean"], g["label"])
     )
-    notes = setting_caveats(runs, by) + _duplicate_seed_notes(frame, [g["label"] for g in groups])
+    counted = frame[frame["counted"] & frame["seed"].notna()]
+    twice = counted[counted.duplicated(["label", "seed"])]
+    notes = setting_caveats(runs, by) + [
+        f"`{g['label']}` counts seed(s) {sorted(set(seeds))} more than once — the same run given "
+        "twice, or repeats that are not independent seeds"
+        for g in groups
+        if len(seeds := twice.loc[twice["label"] == g["label"], "seed"])
+    ]
     chosen, baseline_note = _pick_baseline(groups, frame, baseline)
     notes += [baseline_note] if baseline_note else []
     if chosen is not None:
@@ -274,8 +235,7 @@ def _panel(
 def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
     counted = members[members["counted"]]
     names = dict.fromkeys(name for iou in counted["per_class_iou"] for name in iou)
-    per_class = {n: s for n in names if (s := spread(counted[f"iou:{n}"]))}
-    runs = pd.concat([counted, members[~members["counted"]]])[list(RUN_KEYS)]
+    runs = pd.concat([counted, members[~members["counted"]]])[RUN_KEYS.split()]
     return {
         "rank": None,
         "label": label,
@@ -285,7 +245,7 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
         "best": spread(counted["best"]),
         "delta_vs_baseline": None,
         "delta_in_pooled_std": None,
-        "per_class_iou": per_class,
+        "per_class_iou": {n: s for n in names if (s := spread(counted[f"iou:{n}"]))},
         "per_class_delta_vs_baseline": {},
         "paired_vs_baseline": None,
         "per_class_paired_vs_baseline": {},
@@ -296,23 +256,23 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
 
 
 def _pick_baseline(
-    groups: list[dict[str, Any]], frame: pd.DataFrame, requested: str | None
+    groups: list[dict[str, Any]], frame: pd.DataFrame, name: str | None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    by_label = {g["label"]: g for g in groups}
-    name = requested
+    """The baseline group, or None and the note that says why there is none."""
     if name is None:
         tasks = set(frame["task"])
         name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
         if name is None:
             return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
-    if name not in by_label:
+    chosen = next((g for g in groups if g["label"] == name), None)
+    if chosen is None:
         return (
             None,
             f"no `{name}` runs here, so there is no Δ to the baseline (name one with --baseline)",
         )
-    if by_label[name]["best"] is None:
+    if chosen["best"] is None:
         return None, f"`{name}` has no finished runs, so there is no Δ to the baseline"
-    return by_label[name], None
+    return chosen, None
 
 
 def _compare_to_baseline(
@@ -325,9 +285,14 @@ def _compare_to_baseline(
     once = counted[counted["seed"].notna() & ~counted.duplicated(["label", "seed"], keep=False)]
     values = ["best", *(column for column in counted if column.startswith("iou:"))]
     by_seed = once.pivot(index="seed", columns="label", values=values).astype(float)
-    for group in groups:
-        if group["best"] is None:
-            continue
+
+    def paired(column: str, label: str) -> dict[str, Any] | None:
+        table = by_seed[column] if column in by_seed else pd.DataFrame()
+        if label not in table or baseline["label"] not in table:
+            return None
+        return paired_test(table[label] - table[baseline["label"]])
+
+    for group in (g for g in groups if g["best"] is not None):
         group["delta_vs_baseline"], group["delta_in_pooled_std"] = difference(
             group["best"], baseline["best"]
         )
@@ -336,19 +301,13 @@ def _compare_to_baseline(
             for name, iou in group["per_class_iou"].items()
             if (base := baseline["per_class_iou"].get(name))
         }
-        if group is baseline:
-            continue
-
-        def paired(column: str, label: str = group["label"]) -> dict[str, Any] | None:
-            table = by_seed[column] if column in by_seed else pd.DataFrame()
-            if label not in table or baseline["label"] not in table:
-                return None
-            return paired_test(table[label] - table[baseline["label"]])
-
-        group["paired_vs_baseline"] = paired("best")
-        group["per_class_paired_vs_baseline"] = {
-            name: test for name in group["per_class_iou"] if (test := paired(f"iou:{name}"))
-        }
+        if group is not baseline:
+            group["paired_vs_baseline"] = paired("best", group["label"])
+            group["per_class_paired_vs_baseline"] = {
+                name: test
+                for name in group["per_class_iou"]
+                if (test := paired(f"iou:{name}", group["label"]))
+            }
 
 
 def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:
@@ -361,17 +320,6 @@ def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:
             f"--metric {metric!r}: no run under {', '.join(where)} logged it; "
             f"logged: {sorted(name for name in logged if name.startswith('val/'))}"
         )
-
-
-def _duplicate_seed_notes(frame: pd.DataFrame, labels: list[str]) -> list[str]:
-    counted = frame[frame["counted"] & frame["seed"].notna()]
-    twice = counted[counted.duplicated(["label", "seed"])]
-    return [
-        f"`{label}` counts seed(s) {sorted(set(seeds))} more than once — the same run given "
-        "twice, or repeats that are not independent seeds"
-        for label in labels
-        if len(seeds := twice.loc[twice["label"] == label, "seed"])
-    ]
 
 
 def _wall_time(run: Run) -> float | None:

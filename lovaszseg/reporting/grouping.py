@@ -1,13 +1,14 @@
 """Decide which runs are repetitions of one configuration, and what else sets runs apart.
 
-Runs are grouped by loss configuration: the ``loss`` group choice, refined by the loss settings
-whenever runs with the same choice were given different ones (weights from the command line or
-an experiment file), so that ``lovasz_hinge_bce`` at 0.5/0.5 and at 0.3/0.7 never merge into one
-mean. Runs of different data, or scored by a different definition of the metric (another task
-or class list), are never pooled: they form panels of their own, and so are the continuation
-arms of a study (restart, continued), each with its own control. ``--by KEY`` splits runs into
-panels by another setting (easy vs hard data), each ranked on its own. Any other setting that
-differs inside a panel is reported, never silently averaged.
+Runs are grouped by loss configuration: the ``loss`` choice, refined by the loss settings
+whenever runs of one choice were given different ones (weights from the command line), so that
+``lovasz_hinge_bce`` at 0.5/0.5 and at 0.3/0.7 never merge into one mean. Runs of different
+data, or scored by another definition of the metric (task, classes), are never pooled: they form
+panels of their own, and so do a study's continuation arms, each an experiment with its own
+control: the restart arm (PaddleSeg's recipe: the baseline's weights through ``init_from``, a
+fresh optimizer) and the continued arm (its checkpoint resumed with ``ckpt_path``, only the loss
+changes). ``--by KEY`` splits panels by another setting; any other setting that differs inside a
+panel is reported, never silently averaged.
 """
 
 from __future__ import annotations
@@ -21,26 +22,44 @@ import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lovaszseg.reporting.arms import arm_of, from_loss, init_from, several_arms, with_arm
 from lovaszseg.reporting.runs import Run
 from lovaszseg.runs.contract import loss_of_checkpoint
 
 UNSET = "unset"
 _ABSENT = object()
+RESTART = "restart"
+"""The arm of an ``init_from`` run made before experiment configs named their arm."""
 
-NOT_SETTINGS = (
-    "seed",
-    "paths",
-    "logger",
-    "hydra",
-    "loss",
-    "experiment",
-    "ckpt_path",
-    "init_from",
-    "arm",
-)
+NOT_SETTINGS = tuple(["seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path", "init_from", "arm"])
 """Keys and choices that legitimately differ between repetitions, or that the group label or
 the panel already covers; everything else differing inside a panel is a caveat."""
+
+
+def init_from(run: Run) -> str | None:
+    """The checkpoint whose weights the run started from, as results.json or the config say."""
+    value = (run.results or {}).get("init_from") or (run.config or {}).get("init_from")
+    return str(value) if value else None
+
+
+def _arm(run: Run) -> Mapping:
+    arm = (run.config or {}).get("arm")  # the arm's experiment config: {name, from_loss}
+    return arm if isinstance(arm, Mapping) else {}
+
+
+def arm_of(run: Run) -> str | None:
+    """The run's arm (``restart``, ``continued``), or None for a run that continues nothing."""
+    name = _arm(run).get("name")
+    return str(name) if name else (RESTART if init_from(run) else None)
+
+
+def several_arms(runs: Iterable[Run]) -> bool:
+    """Whether ``runs`` hold more than one arm, so that labels must say which."""
+    return len({arm_of(run) for run in runs} - {None}) > 1
+
+
+def with_arm(label: str, arm: str | None) -> str:
+    """``bce → lovasz_hinge (continued)``: a group label that names its arm."""
+    return f"{label} ({arm})" if arm else label
 
 
 def pools(runs: Sequence[Run]) -> dict[Path, str | None]:
@@ -79,11 +98,10 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config -> {"a.b.c": leaf}; lists become strings so that leaves are hashable."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = str(value) if isinstance(value, list | dict) else value
+            flat[f"{prefix}{key}"] = str(value) if isinstance(value, list | dict) else value
     return flat
 
 
@@ -110,28 +128,22 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
         by_choice[with_arm(_loss_name(run), arm_of(run) if name_arm else None)].append(run)
     labels = {}
     for choice, members in by_choice.items():
-        known = [r for r in members if r.config is not None]
-        differing = differing_keys(_loss_settings(r) for r in known)
+        differing = differing_keys(_loss_settings(r) for r in members if r.config is not None)
         for run in members:
-            if not differing:
-                labels[run.path] = choice
-            elif run.config is None:
-                labels[run.path] = f"{choice} (config unknown)"
-            else:
-                settings = _loss_settings(run)
-                shown = ", ".join(f"{k}={settings.get(k, UNSET)}" for k in differing)
-                labels[run.path] = f"{choice} ({shown})"
+            settings = _loss_settings(run)
+            shown = ", ".join(f"{k}={settings.get(k, UNSET)}" for k in differing)
+            shown = shown if run.config is not None else "config unknown"
+            labels[run.path] = f"{choice} ({shown})" if differing else choice
     return labels
 
 
 def _loss_name(run: Run) -> str:
-    """The loss choice; ``bce → lovasz_hinge`` for a run that continues another (a study's
-    arm), which must not merge with the direct mode. The first run's loss is named by the arm's
-    config, or recorded in results.json (``init_from_loss``) at training time, so the label
-    survives copying the runs away from the checkpoints."""
-    start = init_from(run)
-    first = from_loss(run)
-    if first is None and start is not None:
+    """The loss choice; ``bce → lovasz_hinge`` for a run that continues another (a study's arm),
+    which must not merge with the direct mode. The first loss is named by the arm's config or by
+    results.json (``init_from_loss``, recorded at training time), so the label survives copying
+    the runs away from the checkpoints."""
+    start, first = init_from(run), _arm(run).get("from_loss")
+    if not first and start is not None:
         first = (run.results or {}).get("init_from_loss") or loss_of_checkpoint(Path(start))
     return f"{first} → {run.loss}" if first else run.loss
 
@@ -158,19 +170,19 @@ def setting_value(run: Run, key: str) -> str:
 
 
 def run_settings(run: Run) -> dict[str, Any]:
-    """Group choices and config leaves of a run, minus what may differ between repetitions."""
-    settings: dict[str, Any] = {
+    """Group choices (keyed ``name=``) and config leaves of a run, minus what may differ between
+    repetitions. A nested default ``loss_term@loss.terms.bce`` lands at its package."""
+    choices = {
         f"{path}=": choice
         for name, choice in run.choices.items()
-        if not any(is_under(path := _choice_path(name), skip) for skip in NOT_SETTINGS)
+        if not _skipped(path := name.split("@", 1)[1] if "@" in name else name.replace("/", "."))
     }
-    if run.config is not None:
-        settings.update(
-            (key, value)
-            for key, value in flatten(run.config).items()
-            if not any(is_under(key, skip) for skip in NOT_SETTINGS)
-        )
-    return settings
+    leaves = flatten(run.config or {}).items()
+    return choices | {key: value for key, value in leaves if not _skipped(key)}
+
+
+def _skipped(key: str) -> bool:
+    return any(is_under(key, skip) for skip in NOT_SETTINGS)
 
 
 def setting_caveats(runs: Iterable[Run], by: str | None = None) -> list[str]:
@@ -184,19 +196,13 @@ def setting_caveats(runs: Iterable[Run], by: str | None = None) -> list[str]:
     lines = []
     for key, values in differing.items():
         name = key.removesuffix("=")
-        if by is not None and is_under(name, by):
-            continue
-        if not key.endswith("=") and any(is_under(name, group) for group in groups):
+        if (by is not None and is_under(name, by)) or (
+            not key.endswith("=") and any(is_under(name, group) for group in groups)
+        ):
             continue
         shown = " | ".join(values) if len(values) <= 4 else f"{len(values)} distinct values"
         lines.append(f"runs differ in `{name}` ({shown}); compare them apart with `--by {name}`")
     return lines
-
-
-def _choice_path(name: str) -> str:
-    """Where a choice lands in the config: ``hydra/launcher`` -> ``hydra.launcher``, and a
-    nested default ``loss_term@loss.terms.bce`` -> its package ``loss.terms.bce``."""
-    return name.split("@", 1)[1] if "@" in name else name.replace("/", ".")
 
 
 def _loss_settings(run: Run) -> dict[str, Any]:

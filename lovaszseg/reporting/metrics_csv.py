@@ -1,9 +1,9 @@
-"""Read the per-epoch curves out of a Lightning CSVLogger ``metrics.csv``.
+"""Per-epoch curves from a Lightning CSVLogger ``metrics.csv``.
 
-CSVLogger may write sparse rows (validation rows leave the training columns empty, and vice
-versa), and resuming a run re-logs the epoch it was killed in, so for each metric the last value
-logged in an epoch wins: ``groupby("epoch").last()``, which also skips the NaNs of a diverged
-metric and the empty cells of a row cut short by a kill mid-write.
+CSVLogger writes sparse rows (validation rows leave the training columns empty) and a resumed
+run re-logs the epoch it was killed in, so the last value logged in an epoch wins:
+``groupby("epoch").last()``, which also skips a diverged metric's NaN and the empty cells of a
+row cut short by a kill mid-write.
 """
 
 from __future__ import annotations
@@ -17,21 +17,17 @@ Curves = dict[str, dict[int, float]]
 
 
 def read_curves(path: Path) -> Curves:
-    """Every logged metric as an epoch -> value map (empty for an empty file, and for a file
-    without epoch rows yet: CSVLogger adds the ``epoch`` column with the first of them).
-
-    Raises ValueError naming the file when it cannot be read or is not CSVLogger output.
-    """
-    try:
-        # round_trip parses each cell as Python's float() does, to the last bit
+    """Every logged metric as an epoch -> value map; raises ValueError naming the file when it
+    cannot be read or is not CSVLogger output."""
+    try:  # round_trip parses each cell as Python's float() does, to the last bit
         table = pd.read_csv(path, encoding="utf-8", float_precision="round_trip")
     except pd.errors.EmptyDataError:
         return {}
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise ValueError(f"{path}: cannot read metrics.csv ({err})") from err
+    if "epoch" not in table and "step" in table:
+        return {}  # CSVLogger adds the epoch column with the first epoch's row
     if "epoch" not in table:
-        if "step" in table:
-            return {}  # a run that died in its first epoch logged only step-level values
         raise ValueError(
             f"{path}: not a Lightning CSVLogger file: expected an 'epoch' column, "
             f"found {list(table.columns[:8])}"

@@ -1,10 +1,12 @@
-"""Find training runs on disk and load what each one recorded.
+"""Find training runs and Optuna searches on disk, and load what each one recorded.
 
 A run is a Hydra job directory holding any of: ``results.json`` (the run contract, rewritten
 while the run trains), ``metrics.csv`` (Lightning's CSVLogger) and ``.hydra/`` (the composed
 config and the group choices, written at start). A run that died early has no ``results.json``,
 so every field falls back to the next source, and such a run is loaded rather than dropped: a
-sweep with crashed jobs must say so.
+sweep with crashed jobs must say so. An Optuna sweep (``hparams_search=``) also leaves
+``optimization_results.yaml`` beside its job folders; its jobs are ranked like any runs, and the
+report names the winning parameters and the job that ran them.
 """
 
 from __future__ import annotations
@@ -22,17 +24,12 @@ from lovaszseg.reporting.metrics_csv import Curves, read_curves
 from lovaszseg.runs import contract
 
 RUN_MARKERS = (contract.RESULTS_FILE, "metrics.csv", ".hydra/config.yaml")
-"""A directory holding any of these is a run (a job dir of a sweep, or a single run)."""
-
 NOT_RUN_CONTAINERS = frozenset({".hydra", "checkpoints", "wandb", "__pycache__", ".git"})
 """Folders inside runs and sweeps that never hold runs themselves; not searched."""
-
 INCOMPLETE = "incomplete"
-"""A run cut short: interrupted (resumable), or dead before it wrote its results."""
-
-REPORT_STATUS = {contract.INTERRUPTED: INCOMPLETE}
-"""The contract's statuses as a report names them; the others (completed, running, failed)
-keep their names."""
+"""A run cut short: interrupted (resumable), or dead before it wrote its results; the other
+statuses of the contract (completed, running, failed) keep their names."""
+OPTUNA_RESULTS = "optimization_results.yaml"
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,8 @@ class Run:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every run directory at or under ``root`` (a run dir, a sweep dir, or a tree of sweeps)."""
+    """Every run directory at or under ``root`` (a run dir, a sweep dir, or a tree of sweeps),
+    sweep jobs in Hydra's job order (0, 1, ..., 10)."""
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory (expected a run or a Hydra sweep directory)")
     if _is_run_dir(root):
@@ -75,7 +73,7 @@ def find_run_dirs(root: Path) -> list[Path]:
             "metrics.csv or .hydra/config.yaml) or a Hydra sweep directory "
             "(multirun.yaml beside numbered job directories 0/, 1/, ...)"
         )
-    return sorted(found, key=_natural_key)
+    return sorted(found, key=lambda path: tuple(map(_job_order, path.parts)))
 
 
 def load_runs(roots: Iterable[Path]) -> list[Run]:
@@ -95,17 +93,25 @@ def load_run(path: Path) -> Run:
     choices = _dig(_read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices")
     choices = {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
     curves = read_curves(path / "metrics.csv") if (path / "metrics.csv").is_file() else {}
-    config_data = _dig(config, "data") or {}
-    class_names = _class_names(results, config_data, curves)
+    data = _dig(config, "data") or {}
+    # class order from results.json, else the data config; CSVLogger sorts its columns
+    per_class = _dig(results, contract.BEST, contract.PER_CLASS_IOU)
+    if isinstance(per_class, Mapping) and per_class:
+        class_names = tuple(per_class)
+    elif isinstance(data.get("class_names"), list) and data["class_names"]:
+        class_names = tuple(str(n) for n in data["class_names"])
+    else:
+        class_names = tuple(name for key in curves if (name := contract.class_of_iou_key(key)))
+    count = _as_int(data.get("num_classes")) or len(class_names)
     status = results.get(contract.STATUS) or INCOMPLETE
     return Run(
         path=path,
         loss=str(results.get("loss") or choices.get("loss") or "unknown"),
         seed=_as_int(results.get("seed", _dig(config, "seed"))),
-        status=REPORT_STATUS.get(status, status),
+        status=INCOMPLETE if status == contract.INTERRUPTED else status,
         task=results.get("task")
         or _dig(config, "loss", "task")
-        or _task_from_class_count(config_data, class_names),
+        or ({2: "binary"}.get(count, "multiclass") if count else None),
         data=results.get("data") or choices.get("data"),
         model=results.get("model") or choices.get("model"),
         class_names=class_names,
@@ -116,17 +122,46 @@ def load_run(path: Path) -> Run:
     )
 
 
+def find_searches(roots: Iterable[Path]) -> list[dict[str, Any]]:
+    """Every Optuna sweep at or under ``roots``, in path order: its folder, trials, best value,
+    best parameters and the job folder that ran them (None when no job's overrides match)."""
+    sweeps = set()
+    for root in roots:
+        for current, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if OPTUNA_RESULTS in files:
+                sweeps.add(Path(current).resolve())
+    return [_read_search(sweep) for sweep in sorted(sweeps)]
+
+
+def _read_search(sweep: Path) -> dict[str, Any]:
+    results = yaml.safe_load((sweep / OPTUNA_RESULTS).read_text()) or {}
+    params = dict(results.get("best_params") or {})
+    jobs = sorted(p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml"))
+
+    def job_params(job: Path) -> dict[str, Any]:
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        pairs = (str(override).partition("=") for override in overrides)
+        return {key: yaml.safe_load(value) for key, _, value in pairs if key in params}
+
+    best_job = next((job for job in jobs if job_params(job) == params), None)
+    return {
+        "sweep": str(sweep),
+        "trials": len(jobs),
+        "best_value": float(results.get("best_value", float("nan"))),
+        "best_params": params,
+        "best_job": str(best_job) if best_job else None,
+    }
+
+
+def _job_order(part: str) -> tuple:
+    """Hydra numbers job dirs ``2`` or ``2_loss=bce``: by that number, 10 after 9."""
+    number = re.match(r"\d+(?=_|$)", part)
+    return (0, int(number.group()), part) if number else (1, 0, part)
+
+
 def _is_run_dir(path: Path) -> bool:
     return any((path / marker).is_file() for marker in RUN_MARKERS)
-
-
-def _natural_key(path: Path) -> tuple:
-    """Sort job dirs 0, 1, ..., 10 (or ``2_loss=bce``, ``10_loss=ce``) by Hydra's job number."""
-    numbers = (re.match(r"\d+(?=_|$)", part) for part in path.parts)
-    return tuple(
-        (0, int(n.group()), part) if n else (1, 0, part)
-        for n, part in zip(numbers, path.parts, strict=True)
-    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
@@ -143,9 +178,7 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
 
 def _dig(tree: Mapping[str, Any] | None, *keys: str) -> Any:
     for key in keys:
-        if not isinstance(tree, Mapping):
-            return None
-        tree = tree.get(key)
+        tree = tree.get(key) if isinstance(tree, Mapping) else None
     return tree
 
 
@@ -154,25 +187,3 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _class_names(
-    results: Mapping[str, Any], config_data: Mapping[str, Any], curves: Curves
-) -> tuple[str, ...]:
-    """Class order from results.json, else the data config; CSVLogger sorts its columns."""
-    per_class = _dig(results, contract.BEST, contract.PER_CLASS_IOU)
-    if isinstance(per_class, Mapping) and per_class:
-        return tuple(per_class)
-    names = config_data.get("class_names")
-    if isinstance(names, list) and names:
-        return tuple(str(n) for n in names)
-    return tuple(name for key in curves if (name := contract.class_of_iou_key(key)))
-
-
-def _task_from_class_count(
-    config_data: Mapping[str, Any], class_names: tuple[str, ...]
-) -> str | None:
-    count = _as_int(config_data.get("num_classes")) or len(class_names) or None
-    if count is None:
-        return None
-    return "binary" if count == 2 else "multiclass"

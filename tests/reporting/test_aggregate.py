@@ -13,14 +13,8 @@ import math
 import pandas as pd
 import pytest
 
-from lovaszseg.reporting.aggregate import (
-    critical_t,
-    last_third_gain,
-    paired_test,
-    pooled_std,
-    spread,
-    summarise,
-)
+from lovaszseg.reporting.aggregate import last_third_gain, pooled_std, spread, summarise
+from lovaszseg.reporting.paired import critical_t, paired_test
 from lovaszseg.reporting.runs import load_runs
 from tests.reporting.fakes import BCE, COMBINED, road_curve, roads_sweeps, write_run, write_sweep
 

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from lovaszseg.report import main
-from lovaszseg.reporting.holm import holm
+from lovaszseg.reporting.paired import holm
 from tests.reporting.fakes import write_run
 
 SEEDS = (1, 2, 3, 4)

@@ -1,27 +1,51 @@
-"""The ranked tables of a report, built once as DataFrames and rendered as Markdown or by rich.
+"""The report's tables, built once as DataFrames: a Markdown document, or printed by rich.
 
-Scores are shown in percent (as PaddleSeg reports mIoU), differences in percentage points, and
-a missing spread as "n/a" — a single seed has no standard deviation, not a zero one.
+The document is written to be pasted into an experiment README as it stands, so it says how the
+numbers were computed and how to read Δ/σ against seed noise. Scores are shown in percent (as
+PaddleSeg reports mIoU), differences in percentage points, and a missing spread as "n/a" — a
+single seed has no standard deviation, not a zero one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from rich import box
 from rich.table import Table as RichTable
 
-from lovaszseg.reporting.aggregate import Report, critical_t
+from lovaszseg.reporting.aggregate import Report
+from lovaszseg.reporting.paired import critical_t
 from lovaszseg.runs import contract
 
 MAX_CLASS_COLUMNS = 5
 """Up to this many classes, per-class IoU sits in the ranking; beyond, in its own table."""
-
 NA = "n/a"
 COLUMN_GAP = 2
 """Characters between two columns of a rendered table."""
+
+READING_GUIDE = (
+    "Each run is scored by its best `{metric}` over its epochs. Groups show mean ± sample "
+    "standard deviation over the n seeds counted (n/a with one seed), in %; (+k) are "
+    "incomplete runs left out; epochs count from 0, as Lightning logs them. "
+    "Δ is the difference of the means "
+    "to the baseline in percentage points; Δ/σ divides it by the pooled seed standard deviation. "
+    "Rough guide: with 3 seeds per group |Δ/σ| below ≈ 2.3 is within seed noise (two-sided "
+    "t-test at 5 %, 4 degrees of freedom); with 5 seeds, below ≈ 1.5. "
+    "The gain over the last third is how much the best score still rose in the last ⌈E/3⌉ of "
+    "E epochs: below 1 pp, the run has reached its plateau."
+)
+STOPPING_GUIDE = (
+    "Each run's last validation score minus the last score of its seed's run that it continued "
+    "from (`--continued-from`): what continuing gains over just stopping there."
+)
+HOLM_GUIDE = (
+    "p (Holm) corrects p for the comparisons in this table (Holm–Bonferroni, each metric of "
+    "each panel on its own): read the verdict from it."
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,55 @@ class Table:
     """The column of names (left-aligned, may wrap); the others hold numbers."""
     guide: str | None = None
     """How to read the table, printed above it in Markdown."""
+
+
+def render_markdown(
+    report: Report, sources: Sequence[Path], figure_name: str, searches: Sequence[dict[str, Any]]
+) -> str:
+    runs = sum(len(g["runs"]) for p in report.panels for g in p["groups"])
+    by = report.summary["by"]
+    lines = [
+        f"# {report.metric}: {subject(report)}",
+        "",
+        f"{runs} runs ({len(report.summary['incomplete_runs'])} incomplete) from "
+        + ", ".join(f"`{s}`" for s in sources)
+        + (f", compared separately for each `{by}`." if by else "."),
+        "",
+        READING_GUIDE.format(metric=report.metric),
+        "",
+        f"![{report.metric} per epoch]({figure_name})",
+    ]
+    for panel, heading in zip(report.panels, report.headings, strict=True):
+        for level, table in enumerate(panel_tables(panel, heading, report.metric)):
+            lines += ["", f"{'###' if level else '##'} {table.title}", ""]
+            lines += [table.guide, ""] if table.guide else []
+            lines.append(to_markdown(table))
+        lines += ["", *(f"- {note}" for note in panel["notes"])] if panel["notes"] else []
+    if report.summary["incomplete_runs"]:
+        lines += ["", "## Incomplete runs", "", to_markdown(incomplete_table(report))]
+    if searches:
+        lines += ["", "## Optuna searches", "", *(f"- {describe(s)}" for s in searches)]
+    return "\n".join(lines) + "\n"
+
+
+def subject(report: Report) -> str:
+    """The data and model names across all panels, for titles."""
+    data = sorted({d for p in report.panels for d in p["data"]}) or ["unknown data"]
+    model = sorted({m for p in report.panels for m in p["model"]}) or ["unknown model"]
+    return f"{', '.join(data)} · {', '.join(model)}"
+
+
+def describe(search: dict[str, Any]) -> str:
+    """``<sweep>: 3 trials, best value 0.7312 with `a=1`, `b=0.25` (<job folder>)``"""
+    params = ", ".join(
+        f"`{key}={value:.4g}`" if isinstance(value, float) else f"`{key}={value}`"
+        for key, value in search["best_params"].items()
+    )
+    where = Path(search["best_job"]).name if search["best_job"] else "job folder not found"
+    return (
+        f"`{search['sweep']}`: {search['trials']} trials, best value "
+        f"{search['best_value']:.4f} with {params} ({where})"
+    )
 
 
 def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> list[Table]:
@@ -87,8 +160,9 @@ def paired_table(
     or of the run it continued from (``"stopping"``: last scores): the differences, seed by
     seed, their mean, and the paired t-test (two-sided p, and Holm's where the report corrects
     them); None when no group pairs up."""
-    key = f"paired_vs_{against}"
-    paired = [(g["label"], g[key]) for g in panel["groups"] if g.get(key) is not None]
+    paired = [(g["label"], t) for g in panel["groups"] if (t := g.get(f"paired_vs_{against}"))]
+    if not paired:
+        return None
     rows = [
         {
             "loss": label,
@@ -101,43 +175,37 @@ def paired_table(
         }
         for label, test in paired
     ]
-    if not rows:
-        return None
-    tests = [test for _, test in paired]
-    guide = paired_guide(test["n"] for test in tests)
+    guide = paired_guide(test["n"] for _, test in paired)
     if against == "stopping":
         title = f"Paired by seed: Δ {metric} at the last epoch vs stopping{suffix}"
         guide = STOPPING_GUIDE + " " + guide
     else:
         title = f"Paired by seed: Δ {metric} vs {panel['baseline']}{suffix}"
-    if any("p_holm" in test for test in tests):
-        guide += " " + HOLM_GUIDE
+    guide += " " + HOLM_GUIDE if any("p_holm" in test for _, test in paired) else ""
     return Table(title, pd.DataFrame(rows), label_column=0, guide=guide)
 
 
-STOPPING_GUIDE = (
-    "Each run's last validation score minus the last score of its seed's run that it continued "
-    "from (`--continued-from`): what continuing gains over just stopping there."
-)
-HOLM_GUIDE = (
-    "p (Holm) corrects p for the comparisons in this table (Holm–Bonferroni, each metric of "
-    "each panel on its own): read the verdict from it."
-)
+def paired_guide(pairs: Iterable[int]) -> str:
+    """How to read the paired tables, with the |t| that p < 0.05 needs at each seed count."""
+    counts = sorted({n for n in pairs if n >= 2})
+    thresholds = ", ".join(f"|t| > {critical_t(n):.2f} with {n} seeds" for n in counts)
+    return (
+        "Each run is paired with the baseline's run of the same seed. Where every run of a seed "
+        "starts from the same checkpoint (the finetune design), what the seeds share cancels in "
+        "the difference, so the paired t-test (n − 1 degrees of freedom, two-sided p) can see "
+        "effects the Δ/σ above cannot"
+        + (f"; p < 0.05 needs {thresholds}" if thresholds else "")
+        + ". Across many classes, about 1 comparison in 20 falls below p 0.05 by chance alone."
+    )
 
 
 def _paired_by_class(panel: dict[str, Any], versus: str, against: str, suffix: str) -> Table | None:
     """The paired comparisons of each class's IoU, classes down and groups across."""
     key = f"per_class_paired_vs_{against}"
     groups = [g for g in panel["groups"] if g.get(key)]
-    holm = any("p_holm" in test for g in groups for test in g[key].values())
-    title = (
-        f"Paired by seed: per-class IoU Δ {versus} (pp; paired t, p{'; Holm p' if holm else ''})"
-    )
-
-    def cell(group: dict[str, Any], name: str) -> str:
-        return _paired(group[key].get(name))
-
-    return _by_class(title + suffix, panel["class_names"], groups, cell)
+    holm = "; Holm p" if any("p_holm" in test for g in groups for test in g[key].values()) else ""
+    title = f"Paired by seed: per-class IoU Δ {versus} (pp; paired t, p{holm}){suffix}"
+    return _by_class(title, panel["class_names"], groups, lambda g, n: _paired(g[key].get(n)))
 
 
 def incomplete_table(report: Report) -> Table:
@@ -160,7 +228,9 @@ def incomplete_table(report: Report) -> Table:
     return Table("Incomplete runs", pd.DataFrame(rows), label_column=0)
 
 
-def _by_class(title: str, classes: list[str], groups: list[dict], cell) -> Table | None:
+def _by_class(
+    title: str, classes: list[str], groups: list[dict], cell: Callable[[dict, str], str]
+) -> Table | None:
     """Classes down, ``groups`` across, ``cell(group, class)`` in each; None without groups."""
     if not groups:
         return None
@@ -173,8 +243,7 @@ def _class_iou(group: dict[str, Any], name: str) -> str:
 
 
 def _delta(group: dict[str, Any], name: str) -> str:
-    delta = group["per_class_delta_vs_baseline"].get(name)
-    if delta is None:
+    if (delta := group["per_class_delta_vs_baseline"].get(name)) is None:
         return NA
     in_std = delta["delta_in_pooled_std"]
     return f"{signed(delta['delta'], 100.0, 2)} ({NA if in_std is None else f'{in_std:+.1f}σ'})"
@@ -188,20 +257,6 @@ def _paired(paired: dict[str, Any] | None) -> str:
     return f"{mean} ({t}, {p_value(paired['p'])}{holm})"
 
 
-def paired_guide(pairs) -> str:
-    """How to read the paired tables, with the |t| that p < 0.05 needs at each seed count."""
-    counts = sorted({n for n in pairs if n >= 2})
-    thresholds = ", ".join(f"|t| > {critical_t(n):.2f} with {n} seeds" for n in counts)
-    return (
-        "Each run is paired with the baseline's run of the same seed. Where every run of a seed "
-        "starts from the same checkpoint (the finetune design), what the seeds share cancels in "
-        "the difference, so the paired t-test (n − 1 degrees of freedom, two-sided p) can see "
-        "effects the Δ/σ above cannot"
-        + (f"; p < 0.05 needs {thresholds}" if thresholds else "")
-        + ". Across many classes, about 1 comparison in 20 falls below p 0.05 by chance alone."
-    )
-
-
 def to_markdown(table: Table) -> str:
     align = ["left" if i == table.label_column else "right" for i in range(table.cells.shape[1])]
     cells = table.cells.map(lambda cell: cell.replace("|", r"\|"))
@@ -209,21 +264,18 @@ def to_markdown(table: Table) -> str:
 
 
 def to_rich(table: Table, width: int) -> list[RichTable]:
-    """Terminal tables no wider than ``width``: number columns exactly as wide as their cells
-    (headers wrap at spaces), names folded when long, and where the columns do not fit side by
-    side the table is split into parts that each repeat the leading columns (rank, name), so
-    that no column is dropped or cut short — a SLURM log or a pipe is 80 columns wide."""
+    """Terminal tables no wider than ``width`` (a SLURM log or a pipe is 80 columns): number
+    columns exactly as wide as their cells (headers wrap at spaces), names folded when long, and
+    where the columns do not fit side by side the table is split into parts that each repeat the
+    leading columns (rank, name), so that no column is dropped or cut short."""
     cells, keys = table.cells, list(table.cells.columns[: table.label_column + 1])
-    needed = {
-        name: max(cells[name].str.len().max(), *(len(w) for w in name.split())) + COLUMN_GAP
-        for name in cells.columns
-    }
-    for name in keys[-1:]:  # the names column folds at a third of the width
-        needed[name] = min(needed[name], max(20, width // 3) + COLUMN_GAP)
+    widest = {name: int(cells[name].str.len().max()) for name in cells.columns}
+    needed = {n: max(widest[n], *(len(w) for w in n.split())) for n in cells.columns}
+    needed[keys[-1]] = min(needed[keys[-1]], max(20, width // 3))  # the names fold
     parts: list[list[str]] = [[]]
-    budget = width - sum(needed[name] for name in keys)
+    budget = width - sum(needed[name] + COLUMN_GAP for name in keys)
     for name in cells.columns[len(keys) :]:
-        if parts[-1] and sum(needed[n] for n in parts[-1]) + needed[name] > budget:
+        if parts[-1] and sum(needed[n] + COLUMN_GAP for n in parts[-1] + [name]) > budget:
             parts.append([])
         parts[-1].append(name)
     rendered = []
@@ -231,12 +283,10 @@ def to_rich(table: Table, width: int) -> list[RichTable]:
         title = table.title + (f" ({number}/{len(parts)})" if len(parts) > 1 else "")
         rich = RichTable(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
         for name in keys + part:
-            widest = int(cells[name].str.len().max())
             if name == keys[-1]:
-                rich.add_column(name, min_width=min(widest, 20), overflow="fold")
+                rich.add_column(name, min_width=min(widest[name], 20), overflow="fold")
             else:
-                word = max(len(w) for w in name.split())
-                rich.add_column(name, justify="right", width=max(widest, word))
+                rich.add_column(name, justify="right", width=needed[name])
         for row in cells[keys + part].itertuples(index=False):
             rich.add_row(*row)
         rendered.append(rich)
@@ -255,9 +305,7 @@ def signed(value: float | None, scale: float, digits: int) -> str:
 
 
 def p_value(p: float | None) -> str:
-    if p is None:
-        return NA
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return NA if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def value_range(spread: dict[str, Any] | None) -> str:
