@@ -5,9 +5,9 @@ pixel alike, the Lovász hinge weighs errors by what they cost the IoU. So the r
 by road width. Each pixel belongs to the zone of the road drawn nearest to it — thin if that road
 is at most ``thin_max`` px wide, wide otherwise — read from the width map beside each label
 (:func:`lovaszseg.data.files.width_map_path`; the synthetic roads write it exactly: the pen width
-each road was drawn with). A zone's IoU is the road IoU counted inside the zone, ``|P ∩ T| / |P ∪ T|``: its truth is
-exactly the thin (or wide) road pixels, and a false positive counts against the roads it lies
-nearest to. Pixels labelled ``ignore_index`` count nowhere.
+each road was drawn with). A zone's IoU is the road IoU counted inside the zone,
+``|P ∩ T| / |P ∪ T|``: its truth is exactly the thin (or wide) road pixels, and a false positive
+counts against the roads it lies nearest to. Pixels labelled ``ignore_index`` count nowhere.
 """
 
 from __future__ import annotations

@@ -57,11 +57,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(transform: Any) -> Any:
-    """A preset given as an object, or as a `_target_` mapping when instantiated non-recursively."""
-    if isinstance(transform, Mapping | DictConfig):
-        return hydra.utils.instantiate(transform)
-    return transform
+def _build(part: Any) -> Any:
+    """A part (a preset, the generator) given as an object, or as a `_target_` mapping when the
+    DataModule is instantiated non-recursively."""
+    if isinstance(part, Mapping | DictConfig):
+        return hydra.utils.instantiate(part)
+    return part
 
 
 def _synthetic_source(synthetic: Any) -> SyntheticSource | None:
