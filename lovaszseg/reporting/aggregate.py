@@ -20,16 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from lovaszseg.reporting.grouping import (
-    arm_of,
-    loss_labels,
-    pools,
-    setting_caveats,
-    setting_value,
-    several_arms,
-    with_arm,
-)
-from lovaszseg.reporting.paired import paired_test, sample_std
+from lovaszseg.reporting import grouping
+from lovaszseg.reporting.paired import pair_up, sample_std
 from lovaszseg.reporting.runs import Run
 from lovaszseg.runs import contract
 
@@ -64,14 +56,8 @@ def spread(values: pd.Series) -> dict[str, Any] | None:
     present = values.dropna().tolist()
     if not present:
         return None
-    return {
-        "n": len(present),
-        "mean": fmean(present),
-        "std": sample_std(present),
-        "min": min(present),
-        "max": max(present),
-        "values": present,
-    }
+    v = present
+    return dict(n=len(v), mean=fmean(v), std=sample_std(v), min=min(v), max=max(v), values=v)
 
 
 def pooled_std(a: dict[str, Any], b: dict[str, Any]) -> float | None:
@@ -158,20 +144,21 @@ def summarise(
     if not runs:
         raise ValueError("no runs to report on")
     _check_metric_logged(runs, metric)
-    labels, pool = loss_labels(runs), pools(runs)
+    labels, pool = grouping.loss_labels(runs), grouping.pools(runs)
     keys = {
-        run.path: (pool[run.path] or "", setting_value(run, by) if by else None) for run in runs
+        run.path: (pool[run.path] or "", grouping.setting_value(run, by) if by else None)
+        for run in runs
     }
     panels, headings, baselines = [], [], set()
     for apart, value in sorted(set(keys.values()), key=lambda key: (key[0], str(key[1]))):
         members = [run for run in runs if keys[run.path] == (apart, value)]
         headings.append(" · ".join(p for p in (apart, f"{by}={value}" if by else "") if p) or None)
         frame = _scores(members, labels, metric, include_incomplete)
-        arms = {arm_of(run) for run in members}
-        arm = arms.pop() if several_arms(runs) and len(arms) == 1 else None
+        arms = {grouping.arm_of(run) for run in members}
+        arm = arms.pop() if grouping.several_arms(runs) and len(arms) == 1 else None
         named = baseline  # in a report of several arms, each arm's own control
         if baseline is not None and arm and baseline not in set(frame["label"]):
-            named = with_arm(baseline, arm)
+            named = grouping.with_arm(baseline, arm)
         baselines.add(named)
         by_value = " · ".join(p for p in (apart, value) if p) if apart else value
         panels.append(_panel(by_value, members, frame, named, by))
@@ -209,7 +196,7 @@ def _panel(
     )
     counted = frame[frame["counted"] & frame["seed"].notna()]
     twice = counted[counted.duplicated(["label", "seed"])]
-    notes = setting_caveats(runs, by) + [
+    notes = grouping.setting_caveats(runs, by) + [
         f"`{g['label']}` counts seed(s) {sorted(set(seeds))} more than once — the same run given "
         "twice, or repeats that are not independent seeds"
         for g in groups
@@ -283,15 +270,9 @@ def _compare_to_baseline(
     are not independent, and unknown seeds pair with nothing: both are left out)."""
     baseline["is_baseline"] = True
     once = counted[counted["seed"].notna() & ~counted.duplicated(["label", "seed"], keep=False)]
-    values = ["best", *(column for column in counted if column.startswith("iou:"))]
-    by_seed = once.pivot(index="seed", columns="label", values=values).astype(float)
-
-    def paired(column: str, label: str) -> dict[str, Any] | None:
-        table = by_seed[column] if column in by_seed else pd.DataFrame()
-        if label not in table or baseline["label"] not in table:
-            return None
-        return paired_test(table[label] - table[baseline["label"]])
-
+    columns = ["best", *(column for column in counted if column.startswith("iou:"))]
+    by_seed = {label: rows.set_index("seed")[columns] for label, rows in once.groupby("label")}
+    control = by_seed.get(baseline["label"], pd.DataFrame()).astype(float)
     for group in (g for g in groups if g["best"] is not None):
         group["delta_vs_baseline"], group["delta_in_pooled_std"] = difference(
             group["best"], baseline["best"]
@@ -301,13 +282,9 @@ def _compare_to_baseline(
             for name, iou in group["per_class_iou"].items()
             if (base := baseline["per_class_iou"].get(name))
         }
-        if group is not baseline:
-            group["paired_vs_baseline"] = paired("best", group["label"])
-            group["per_class_paired_vs_baseline"] = {
-                name: test
-                for name in group["per_class_iou"]
-                if (test := paired(f"iou:{name}", group["label"]))
-            }
+        if group is not baseline and group["label"] in by_seed:
+            deltas = by_seed[group["label"]].astype(float) - control
+            pair_up(group, "baseline", deltas.sort_index(), group["per_class_iou"])
 
 
 def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:

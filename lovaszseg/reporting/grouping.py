@@ -30,7 +30,17 @@ _ABSENT = object()
 RESTART = "restart"
 """The arm of an ``init_from`` run made before experiment configs named their arm."""
 
-NOT_SETTINGS = tuple(["seed", "paths", "logger", "hydra", "loss", "experiment", "ckpt_path", "init_from", "arm"])
+NOT_SETTINGS = (
+    "seed",
+    "paths",
+    "logger",
+    "hydra",
+    "loss",
+    "experiment",
+    "ckpt_path",
+    "init_from",
+    "arm",
+)
 """Keys and choices that legitimately differ between repetitions, or that the group label or
 the panel already covers; everything else differing inside a panel is a caveat."""
 

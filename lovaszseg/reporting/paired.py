@@ -17,7 +17,7 @@ is one panel, one comparison and one metric.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
@@ -90,33 +90,39 @@ def stopped_by_seed(runs: Sequence[Run]) -> dict[int, Run]:
     return by_seed
 
 
+def pair_up(
+    group: dict[str, Any], against: str, deltas: pd.DataFrame, names: Iterable[str]
+) -> None:
+    """Set the group's ``paired_vs_<against>`` from the per-seed differences of ``best`` (the
+    ranked metric), and ``per_class_paired_vs_<against>`` from those of ``iou:<class>``."""
+    group[f"paired_vs_{against}"] = paired_test(deltas["best"])
+    group[f"per_class_paired_vs_{against}"] = {
+        name: test
+        for name in names
+        if f"iou:{name}" in deltas and (test := paired_test(deltas[f"iou:{name}"]))
+    }
+
+
 def compare_to_stopping(report: Report, stopped: Sequence[Run]) -> None:
-    """Add ``paired_vs_stopping`` and ``per_class_paired_vs_stopping`` to every group: its counted
-    runs' last scores minus those of their seed's stopped run (a seed repeated pairs with none)."""
+    """Pair every group's counted runs' last scores with those of their seed's stopped run (a
+    seed repeated in a group pairs with none): ``paired_vs_stopping`` and its per-class twin."""
     by_seed = stopped_by_seed(stopped)
     for panel in report.panels:
-        missing: set[int] = set()
+        keys = {"best": report.metric}
+        keys |= {f"iou:{name}": contract.class_iou_key(name) for name in panel["class_names"]}
+
+        def last_scores(runs: Sequence[Run], keys: dict[str, str] = keys) -> pd.DataFrame:
+            scores = {run.seed: [last_score(run, key) for key in keys.values()] for run in runs}
+            return pd.DataFrame(scores, index=list(keys), dtype=float).T
+
+        stopping, missing = last_scores(list(by_seed.values())), set()
         for group in panel["groups"]:
             runs = [report.runs[r["path"]] for r in group["runs"] if r["counted"]]
             missing |= {run.seed for run in runs if run.seed not in by_seed} - {None}
             seeds = [run.seed for run in runs]
             paired = [run for run in runs if run.seed in by_seed and seeds.count(run.seed) == 1]
-
-            def gains(key: str, paired: list[Run] = paired) -> dict[str, Any] | None:
-                deltas = {
-                    run.seed: mine - theirs
-                    for run in paired
-                    if (mine := last_score(run, key)) is not None
-                    and (theirs := last_score(by_seed[run.seed], key)) is not None
-                }
-                return paired_test(pd.Series(deltas, dtype=float).sort_index())
-
-            group["paired_vs_stopping"] = gains(report.metric)
-            group["per_class_paired_vs_stopping"] = {
-                name: test
-                for name in panel["class_names"]
-                if (test := gains(contract.class_iou_key(name)))
-            }
+            deltas = (last_scores(paired) - stopping).sort_index()
+            pair_up(group, "stopping", deltas, panel["class_names"])
         if missing:
             panel["notes"].append(
                 f"no run to continue from for seed(s) {sorted(missing)} among --continued-from: "

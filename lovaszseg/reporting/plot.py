@@ -30,6 +30,7 @@ MIN_SPAN_POINTS = 2.0
 """The least span of the y axis, in points of the metric (%)."""
 PLATEAU_WINDOW_COLOUR = "#ececec"
 """The shading of the last third of the epochs (opaque, behind the curves)."""
+LEGEND_TITLE = "loss: mean, min–max band\nthin: single seeds\ndashed: not counted"
 
 
 def group_colours(report: Report) -> dict[str, tuple]:
@@ -41,27 +42,37 @@ def group_colours(report: Report) -> dict[str, tuple]:
 
 def plot_curves(report: Report, title: str, path: Path) -> None:
     """Write the figure as a PNG to ``path`` (atomically)."""
-    colours = group_colours(report)
-    n = len(report.panels)
+    colours, n = group_colours(report), len(report.panels)
     cols, rows = min(n, MAX_COLUMNS), math.ceil(n / MAX_COLUMNS)
-    fig = Figure(
-        figsize=(PANEL_SIZE[0] * cols + LEGEND_WIDTH, PANEL_SIZE[1] * rows), layout="constrained"
-    )
+    size = (PANEL_SIZE[0] * cols + LEGEND_WIDTH, PANEL_SIZE[1] * rows)
+    fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     for ax, panel, heading in zip(axes, report.panels, report.headings, strict=False):
-        _draw_panel(ax, _curves(report, panel), heading, colours)
-    _widen_to_min_span(axes[0])
+        curves = {
+            g["label"]: [
+                (report.runs[r["path"]].curves.get(report.metric, {}), r["counted"])
+                for r in g["runs"]
+            ]
+            for g in panel["groups"]
+        }
+        _draw_panel(ax, curves, heading, colours)
+    low, high = axes[0].get_ylim()  # the shared y axis spans at least MIN_SPAN_POINTS
+    if high - low < MIN_SPAN_POINTS:
+        middle = (low + high) / 2
+        axes[0].set_ylim(middle - MIN_SPAN_POINTS / 2, middle + MIN_SPAN_POINTS / 2)
     for ax in axes[n:]:
         ax.set_visible(False)
     for ax in axes[::cols]:
         ax.set_ylabel(f"{report.metric} (%)")
-    handles, labels = _legend_entries(report, colours)
+    counts: dict[str, list[str]] = {label: [] for label in colours}  # bce (n=3, 2): per panel
+    for group in (g for p in report.panels for g in p["groups"]):
+        counts[group["label"]].append(str(group["n"]))
     fig.legend(
-        handles,
-        labels,
+        [Line2D([], [], color=colour, linewidth=2.2) for colour in colours.values()],
+        [f"{label} (n={', '.join(counts[label])})" for label in colours],
         loc="outside right upper",
         fontsize="small",
-        title="loss: mean, min–max band\nthin: single seeds\ndashed: not counted",
+        title=LEGEND_TITLE,
         title_fontsize="small",
         alignment="left",
     )
@@ -70,29 +81,24 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=DPI)
 
 
-Curves = dict[str, dict[bool, list[dict[int, float]]]]
-"""group label -> {counted: the curves of its runs}"""
-
-
-def _curves(report: Report, panel: dict) -> Curves:
-    curves: Curves = {}
-    for group in panel["groups"]:
-        curves[group["label"]] = {True: [], False: []}
-        for run in group["runs"]:
-            curve = report.runs[run["path"]].curves.get(report.metric, {})
-            curves[group["label"]][run["counted"]].append(curve)
-    return curves
-
-
-def _draw_panel(ax, curves: Curves, heading: str | None, colours: dict[str, tuple]) -> None:
-    _shade_last_third(ax, [c for group in curves.values() for c in group[True]])
-    for label, group in curves.items():
-        for style, counted in (("-", True), ("--", False)):
-            for curve in group[counted]:
+def _draw_panel(ax, curves: dict[str, list[tuple[dict[int, float], bool]]], heading, colours):
+    """Each group's runs (counted solid, others dashed), then its mean and min–max band over the
+    counted runs at the epochs all of them reached."""
+    _shade_last_third(ax, [curve for runs in curves.values() for curve, counted in runs if counted])
+    for label, runs in curves.items():
+        for counted in (True, False):
+            for curve in (curve for curve, is_counted in runs if is_counted == counted):
                 line = 100.0 * pd.Series(curve).sort_index()
                 marker = "o" if len(line) == 1 else None  # a run killed after one epoch
+                style = "-" if counted else "--"
                 ax.plot(line, style, marker=marker, color=colours[label], lw=0.8, alpha=0.45)
-        _draw_mean_and_band(ax, group[True], colours[label])
+        counted = [curve for curve, is_counted in runs if is_counted and curve]
+        table = 100.0 * pd.DataFrame(counted).T.sort_index().dropna()
+        if not table.empty:
+            ax.plot(table.index, table.mean(axis=1), color=colours[label], linewidth=2.2)
+        if not table.empty and table.shape[1] > 1:
+            band = (table.min(axis=1), table.max(axis=1))
+            ax.fill_between(table.index, *band, color=colours[label], alpha=0.18)
     if heading is not None:
         ax.set_title(heading)
     ax.set_xlabel("epoch")
@@ -100,50 +106,15 @@ def _draw_panel(ax, curves: Curves, heading: str | None, colours: dict[str, tupl
     ax.grid(True, alpha=0.3)
 
 
-def _widen_to_min_span(ax) -> None:
-    """At least MIN_SPAN_POINTS on the (shared) y axis, centred on the data."""
-    low, high = ax.get_ylim()
-    if high - low < MIN_SPAN_POINTS:
-        middle = (low + high) / 2
-        ax.set_ylim(middle - MIN_SPAN_POINTS / 2, middle + MIN_SPAN_POINTS / 2)
-
-
 def _shade_last_third(ax, curves: list[dict[int, float]]) -> None:
     """The last ⌈E/3⌉ of the E validated epochs of the panel's longest run, as
     ``last_third_gain`` reads them, each validation's interval shaded (a run validated every
     k epochs shades the last third of its epochs); nothing below 3 validations."""
     epochs = sorted(max(curves, key=len, default={}))
-    first = last_third_start(epochs)
-    if first is None:
+    if (first := last_third_start(epochs)) is None:
         return
     start, last = epochs[first], epochs[-1]
     step = start - epochs[first - 1]  # 1 when every epoch is validated
     ax.axvspan(start - step / 2, last + step / 2, color=PLATEAU_WINDOW_COLOUR, lw=0, zorder=0)
-    ax.text(
-        start - step / 2 + 0.2,
-        0.02,
-        "last ⅓",
-        transform=ax.get_xaxis_transform(),
-        fontsize="small",
-        color="0.45",
-    )
-
-
-def _draw_mean_and_band(ax, curves: list[dict[int, float]], colour: tuple) -> None:
-    """Mean and min–max over the counted runs, at the epochs all of them reached."""
-    table = 100.0 * pd.DataFrame([c for c in curves if c]).T.sort_index().dropna()
-    if table.empty:
-        return
-    ax.plot(table.index, table.mean(axis=1), color=colour, linewidth=2.2)
-    if table.shape[1] > 1:
-        ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.18)
-
-
-def _legend_entries(report: Report, colours: dict[str, tuple]) -> tuple[list, list[str]]:
-    """One entry per group, with its seed count in each panel: ``bce (n=3)``, ``bce (n=3, 2)``."""
-    counts: dict[str, list[str]] = {label: [] for label in colours}
-    for panel in report.panels:
-        for group in panel["groups"]:
-            counts[group["label"]].append(str(group["n"]))
-    handles = [Line2D([], [], color=colours[label], linewidth=2.2) for label in colours]
-    return handles, [f"{label} (n={', '.join(counts[label])})" for label in colours]
+    where = ax.get_xaxis_transform()
+    ax.text(start - step / 2 + 0.2, 0.02, "last ⅓", transform=where, fontsize="small", color="0.45")

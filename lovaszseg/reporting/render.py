@@ -89,7 +89,6 @@ def render_markdown(
 
 
 def subject(report: Report) -> str:
-    """The data and model names across all panels, for titles."""
     data = sorted({d for p in report.panels for d in p["data"]}) or ["unknown data"]
     model = sorted({m for p in report.panels for m in p["model"]}) or ["unknown model"]
     return f"{', '.join(data)} · {', '.join(model)}"
@@ -117,7 +116,12 @@ def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> lis
     compared = [g for g in scored if not g["is_baseline"] and g["per_class_delta_vs_baseline"]]
     tables = [
         ranking_table(panel, metric, suffix),
-        _by_class("Per-class IoU (%)" + suffix, classes, scored, _class_iou)
+        _by_class(
+            "Per-class IoU (%)" + suffix,
+            classes,
+            scored,
+            lambda g, n: mean_std(g["per_class_iou"].get(n)),
+        )
         if len(classes) > MAX_CLASS_COLUMNS
         else None,
         _by_class(f"Per-class IoU Δ vs {base} (pp, Δ/σ){suffix}", classes, compared, _delta),
@@ -130,7 +134,6 @@ def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> lis
 
 
 def ranking_table(panel: dict[str, Any], metric: str, suffix: str) -> Table:
-    """One row per loss group, best mean first, with Δ to the panel's baseline."""
     classes = panel["class_names"] if len(panel["class_names"]) <= MAX_CLASS_COLUMNS else []
     rows = [
         {
@@ -209,7 +212,7 @@ def _paired_by_class(panel: dict[str, Any], versus: str, against: str, suffix: s
 
 
 def incomplete_table(report: Report) -> Table:
-    """The runs without a finished results.json: how far they got, and whether they count."""
+    """The runs that did not complete: how far they got, and whether they count."""
     rows = [
         {
             "run": run["path"],
@@ -236,10 +239,6 @@ def _by_class(
         return None
     rows = [{"class": n, **{g["label"]: cell(g, n) for g in groups}} for n in classes]
     return Table(title, pd.DataFrame(rows), label_column=0)
-
-
-def _class_iou(group: dict[str, Any], name: str) -> str:
-    return mean_std(group["per_class_iou"].get(name))
 
 
 def _delta(group: dict[str, Any], name: str) -> str:
