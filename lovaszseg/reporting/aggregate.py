@@ -29,6 +29,7 @@ AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
 """Baseline per task when none is named: the plain cross-entropy PaddleSeg compares against."""
 
 RUN_KEYS = "path loss seed status counted best best_epoch per_class_iou epochs last_third_gain"
+"""What report.json says of each run."""
 SPREADS = ("best_epoch", "epochs", "wall_time_s")
 """Per-run columns summarised per group besides the score, the classes and the plateau gain."""
 

@@ -111,7 +111,7 @@ def load_run(path: Path) -> Run:
         status=INCOMPLETE if status == contract.INTERRUPTED else status,
         task=results.get("task")
         or _dig(config, "loss", "task")
-        or ({2: "binary"}.get(count, "multiclass") if count else None),
+        or (("binary" if count == 2 else "multiclass") if count else None),
         data=results.get("data") or choices.get("data"),
         model=results.get("model") or choices.get("model"),
         class_names=class_names,
