@@ -3,6 +3,8 @@
 The network, task and class names come from the checkpoint itself (stored by the training
 module), so any run's ``best.ckpt`` can be evaluated on any data with the same classes. Images
 are evaluated at full size, zero-padded to the network stride and cropped back.
+
+torch and Lightning are imported inside ``evaluate``: ``--help`` must not wait seconds for them.
 """
 
 from __future__ import annotations
@@ -10,19 +12,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lovaszseg.callbacks.predictions import PredictionWriter
 from lovaszseg.config.console import quiet_lightning_console, run_for_people
 from lovaszseg.config.job import group_choices
 from lovaszseg.config.resolvers import register_resolvers
-from lovaszseg.module import SegmentationModule
 from lovaszseg.runs import contract
 from lovaszseg.runs.iou_table import print_iou_table
+
+if TYPE_CHECKING:
+    from lovaszseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -38,6 +41,9 @@ def check_classes_match(module: SegmentationModule, datamodule: Any, ckpt_path: 
 
 def evaluate(cfg: DictConfig) -> float | None:
     """Validate the checkpoint, print the IoU table, write results.json; returns the mIoU."""
+    from lovaszseg.callbacks.predictions import PredictionWriter
+    from lovaszseg.module import SegmentationModule
+
     started = time.monotonic()
     output_dir = Path(cfg.paths.output_dir)
     module = SegmentationModule.load_from_checkpoint(

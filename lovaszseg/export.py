@@ -11,6 +11,9 @@ writes them to a ``<name>.data`` file beside it by default, which a copied ``.on
 Only a network past protobuf's 2 GB limit for one file keeps them outside, and the printed line
 says so. The exporter's own progress lines and the INFO logs of its ONNX passes are silenced:
 the line a user reads is the last one.
+
+Lightning and the network library are imported inside ``export``: ``--help`` must not wait
+seconds for them (torch stays at the top: ``PaddedNet`` is a torch module).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
@@ -26,9 +30,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from lovaszseg.config.console import run_for_people
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.inference.tiling import pad_to_multiple
-from lovaszseg.module import SegmentationModule
+
+if TYPE_CHECKING:
+    from lovaszseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -137,6 +144,8 @@ def max_abs_difference(
 
 def export(cfg: DictConfig) -> tuple[Path, float]:
     """Write the model in ``cfg.format``; returns its path and the parity check's max abs diff."""
+    from lovaszseg.module import SegmentationModule
+
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format}: expected one of {', '.join(FORMATS)}")
     ckpt = Path(cfg.ckpt_path)
@@ -179,7 +188,7 @@ def file_contents(path: Path, fmt: str) -> str:
 
 @hydra.main(config_path="pkg://lovaszseg.conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    export(cfg)
+    run_for_people(export, cfg)
 
 
 if __name__ == "__main__":

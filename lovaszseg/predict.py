@@ -5,6 +5,9 @@ Every image under ``input_dir`` (any size; large ones in overlapping tiles) gets
 prediction drawn over the image), mirroring the folder layout. A file that is not a readable
 image is named and skipped; the rest of the folder is still predicted. The normalisation is the
 training run's (its ``.hydra/config.yaml`` beside ``checkpoints/``) unless given.
+
+torch, Lightning and the image code are imported inside the functions that use them: ``--help``
+must not wait seconds for them.
 """
 
 from __future__ import annotations
@@ -13,19 +16,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import track
 
 from lovaszseg.config.console import run_for_people
 from lovaszseg.config.resolvers import register_resolvers
-from lovaszseg.data.files import read_image
-from lovaszseg.inference.overlay import draw_labels, save_label_png, save_rgb_png
-from lovaszseg.inference.tiling import tiled_logits
-from lovaszseg.module import SegmentationModule
+
+if TYPE_CHECKING:
+    import torch
+
+    from lovaszseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -87,6 +89,8 @@ def output_name(path: Path, input_dir: Path, taken: set[Path]) -> Path:
 
 
 def choose_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -103,6 +107,14 @@ def predict_folder(
     alpha: float,
 ) -> PredictSummary:
     """Label and overlay PNGs for every readable image of ``input_dir`` (see the module doc)."""
+    import numpy as np
+    import torch
+    from rich.progress import track
+
+    from lovaszseg.data.files import read_image
+    from lovaszseg.inference.overlay import draw_labels, save_label_png, save_rgb_png
+    from lovaszseg.inference.tiling import tiled_logits
+
     device = next(module.parameters()).device
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -128,6 +140,8 @@ def predict_folder(
 
 def predict(cfg: DictConfig) -> PredictSummary:
     """Run the checkpoint over ``cfg.input_dir``; fails only when no image could be predicted."""
+    from lovaszseg.module import SegmentationModule
+
     module = SegmentationModule.load_from_checkpoint(
         cfg.ckpt_path, weights_only=not cfg.trust_checkpoint
     )

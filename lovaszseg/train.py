@@ -5,6 +5,9 @@ files and the batch per process, the module the loss against the data and BatchN
 batch, the trainer glue its strategy. The run's results are written by
 :class:`lovaszseg.callbacks.results.ResultsWriter` inside the training process; the summary is
 printed from what it wrote. Returns the best ``val/mIoU`` so Hydra sweepers can optimise it.
+
+torch, Lightning and the network library are imported inside the functions that use them: at
+the top they would make ``--help`` (and a refusal at the config check) wait seconds for them.
 """
 
 from __future__ import annotations
@@ -12,25 +15,21 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lovaszseg.callbacks.results import ResultsWriter
 from lovaszseg.config.console import quiet_lightning_console, run_for_people
 from lovaszseg.config.job import group_choices, refuse_one_run_of_a_sweep
 from lovaszseg.config.resolvers import register_resolvers
-from lovaszseg.config.trainer import build_trainer, instantiate_all
 from lovaszseg.config.types import check_config_types
-from lovaszseg.module import SegmentationModule, load_checkpoint
 from lovaszseg.runs import contract
 from lovaszseg.runs.iou_table import print_iou_table
-from lovaszseg.runs.resume import resolve_resume
+
+if TYPE_CHECKING:
+    from lovaszseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -38,6 +37,8 @@ register_resolvers()
 
 def build_module(cfg: DictConfig) -> SegmentationModule:
     """The configured module, its network compiled if asked, optionally from another run's weights."""
+    from lovaszseg.module import load_checkpoint
+
     module = instantiate(cfg.module)
     if cfg.get("compile"):
         # in place: checkpoints keep the plain network's weight names
@@ -60,6 +61,13 @@ def run_facts(cfg: DictConfig, task: str) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit one model as configured; returns the best ``val/mIoU`` (rank zero) or ``None``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lovaszseg.callbacks.results import ResultsWriter
+    from lovaszseg.config.trainer import build_trainer, instantiate_all
+    from lovaszseg.runs.resume import resolve_resume
+
     check_config_types(cfg)
     refuse_one_run_of_a_sweep(group_choices()["experiment"])
     if cfg.init_from and cfg.ckpt_path:
@@ -96,6 +104,8 @@ def train(cfg: DictConfig) -> float | None:
 
 def finish_wandb(loggers: list[Any]) -> None:
     """One W&B run per job: a multirun reuses the process, so close the run explicitly."""
+    from pytorch_lightning.loggers import WandbLogger
+
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
 

@@ -14,6 +14,7 @@ kept out of the console and still written to the log file.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lovaszseg.runs import contract
 
@@ -34,6 +34,9 @@ REFUSALS = (ValueError, OSError)
 PROJECT_FOLDER = Path(__file__).resolve().parent.parent
 CONSOLE_NOISE = ("💡 Tip:",)
 """Starts of Lightning's console messages kept out of the console (in the log file still)."""
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+"""Where torchrun, Lightning's ddp, SLURM and LSF tell a process its rank; Lightning reads the
+first one set, in this order."""
 
 
 def refusal(error: BaseException) -> BaseException | None:
@@ -55,9 +58,22 @@ def log_to_files(level: int, message: str) -> None:
             handler.handle(record)
 
 
+def is_rank_zero() -> bool:
+    """Whether this is the job's first process. Lightning's rank once Lightning is loaded (its
+    strategies set it); before that (a refusal at the config check) the launcher's, read as
+    Lightning reads it. Lightning is not imported for this: ``--help`` and a config refusal must
+    not wait seconds for torch."""
+    if "pytorch_lightning" in sys.modules:
+        from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+        return rank_zero_only.rank == 0
+    launched = next((os.environ[name] for name in RANK_VARIABLES if name in os.environ), "0")
+    return int(launched) == 0
+
+
 def mark_failed(results_file: Path, error: BaseException) -> None:
     """A run refused before training wrote no results: say it failed, so reports count it so."""
-    if rank_zero_only.rank == 0 and not results_file.exists():
+    if is_rank_zero() and not results_file.exists():
         contract.write_results(
             results_file,
             {contract.STATUS: contract.FAILED, "error": f"{type(error).__name__}: {error}"},
