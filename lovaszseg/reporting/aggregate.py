@@ -1,12 +1,7 @@
 """The numbers of a report: best score per run, mean and spread per group, Δ to the baseline.
 
-Honest statistics with few seeds: the standard deviation is the sample one and None — shown as
-n/a — for a single run, never 0; Δ is also given in pooled seed standard deviations, so a gain
-is read against noise, and per class, since what an IoU loss changes may show in some classes
-only (thin roads, small objects). Each group says how much its best score still rose over the
-last third of its epochs, the evidence that it reached its plateau. Incomplete runs are listed
-but left out of the statistics unless asked for. The report is held as the dictionary
-``report.json`` is written from.
+With few seeds a single run has no spread (n/a, never 0), and Δ is also given in pooled seed
+standard deviations so a gain is read against noise; the report is held as report.json's dict.
 """
 
 from __future__ import annotations
@@ -15,33 +10,27 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 import pandas as pd
 
 from lovaszseg.reporting import grouping
-from lovaszseg.reporting.paired import pair_up, sample_std
+from lovaszseg.reporting.paired import pair_up
 from lovaszseg.reporting.runs import Run
 from lovaszseg.runs import contract
 
 AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
-"""Baseline per task when none is named: the plain cross-entropy PaddleSeg compares against."""
-
+"""The plain cross-entropy PaddleSeg compares against."""
 RUN_KEYS = "path loss seed status counted best best_epoch per_class_iou epochs last_third_gain"
-"""What report.json says of each run."""
 SPREADS = ("best_epoch", "epochs", "wall_time_s")
-"""Per-run columns summarised per group besides the score, the classes and the plateau gain."""
 
 
 @dataclass
 class Report:
     summary: dict[str, Any]
-    """What report.json holds: metric, by, panels (their groups and runs), incomplete_runs."""
     headings: list[str | None]
     """Each panel's title suffix (``data.difficulty=hard``); None for one unsplit panel."""
     runs: dict[str, Run]
-    """Every run by its path, for the curves the figure draws."""
 
     @property
     def metric(self) -> str:
@@ -53,16 +42,17 @@ class Report:
 
 
 def spread(values: pd.Series) -> dict[str, Any] | None:
-    """n, mean, sample std, min, max and the values that exist; None when none does."""
-    present = values.dropna().tolist()
-    if not present:
+    """n, mean, sample std (NaN for one value: None, shown n/a), min, max and the values."""
+    present = pd.to_numeric(values.dropna())
+    if present.empty:
         return None
-    v = present
-    return dict(n=len(v), mean=fmean(v), std=sample_std(v), min=min(v), max=max(v), values=v)
+    mean, std = present.agg(["mean", "std"]).tolist()
+    v, std = present.tolist(), None if math.isnan(std) else std
+    return dict(n=len(v), mean=mean, std=std, min=min(v), max=max(v), values=v)
 
 
 def pooled_std(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    """Pooled sample standard deviation of two spreads; None without a degree of freedom."""
+    """Pooled sample standard deviation; None without a degree of freedom."""
     dof = a["n"] + b["n"] - 2
     squares = sum((s["n"] - 1) * s["std"] ** 2 for s in (a, b) if s["std"] is not None)
     return math.sqrt(squares / dof) if dof >= 1 else None
@@ -75,12 +65,12 @@ def difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | Non
 
 
 def last_third_start(epochs: Sequence[int]) -> int | None:
-    """Of E sorted logged epochs, the index of the first of the last ⌈E/3⌉; None below 3."""
+    """Index of the first of the last ⌈E/3⌉ of E epochs; None below 3."""
     return len(epochs) - math.ceil(len(epochs) / 3) if len(epochs) >= 3 else None
 
 
 def last_third_gain(curve: dict[int, float]) -> float | None:
-    """How much the best value rose over the last third of the epochs logged (≥ 0)."""
+    """How much the best value still rose over the last third: the evidence of a plateau."""
     epochs = sorted(curve)
     if (start := last_third_start(epochs)) is None:
         return None
@@ -95,11 +85,8 @@ def iou_names(run: Run) -> tuple[str, ...]:
 
 
 def score_run(run: Run, metric: str) -> dict[str, Any]:
-    """The run's best ``metric`` (higher is better), its epoch and the per-class IoU there.
-
-    The curve in metrics.csv is the source, so every run — finished or not — is scored the same
-    way; results.json's ``best`` stands in when metrics.csv is missing.
-    """
+    """Best ``metric`` from the curve, so finished or not every run is scored alike;
+    results.json's ``best`` stands in when metrics.csv is missing."""
     record = {"path": str(run.path), "loss": run.loss, "seed": run.seed, "status": run.status}
     curve, results = run.curves.get(metric, {}), run.results or {}
     planned = _int_or_none(results.get("epochs"))
@@ -136,12 +123,8 @@ def summarise(
     by: str | None = None,
     include_incomplete: bool = False,
 ) -> Report:
-    """Score, group, rank and compare ``runs``; raises ValueError for an unknown baseline.
-
-    Runs of different data or of different metric definitions (task, classes) are never pooled:
-    they form panels of their own, as ``--by`` values and a study's continuation arms do; with
-    several arms, ``baseline`` names each arm's own group of that loss (``bce → bce (restart)``).
-    """
+    """Score, group, rank and compare ``runs`` in panels that are never pooled (data, metric
+    definition, arm, ``--by``); with arms, ``baseline`` is each arm's own group of that loss."""
     if not runs:
         raise ValueError("no runs to report on")
     _check_metric_logged(runs, metric)
@@ -174,8 +157,6 @@ def summarise(
 def _scores(
     runs: list[Run], labels: dict[Path, str], metric: str, include_incomplete: bool
 ) -> pd.DataFrame:
-    """One row per run: its score, group label, task, wall time, and per-class IoU as
-    ``iou:<class>`` columns (for the pivot by seed)."""
     records = [
         score_run(run, metric)
         | {"label": labels[run.path], "task": run.task, "wall_time_s": _wall_time(run)}
@@ -246,7 +227,6 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
 def _pick_baseline(
     groups: list[dict[str, Any]], frame: pd.DataFrame, name: str | None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """The baseline group, or None and the note that says why there is none."""
     if name is None:
         tasks = set(frame["task"])
         name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
@@ -266,14 +246,12 @@ def _pick_baseline(
 def _compare_to_baseline(
     groups: list[dict[str, Any]], baseline: dict[str, Any], counted: pd.DataFrame
 ) -> None:
-    """Δ of each group's mean to the baseline's, raw and in pooled seed standard deviations,
-    and per seed, paired with the baseline's run of that seed (seeds repeated within a group
-    are not independent, and unknown seeds pair with nothing: both are left out)."""
+    """Δ of the means, and per seed (a repeated or unknown seed is no pair)."""
     baseline["is_baseline"] = True
     once = counted[counted["seed"].notna() & ~counted.duplicated(["label", "seed"], keep=False)]
     columns = ["best", *(column for column in counted if column.startswith("iou:"))]
     by_seed = {label: rows.set_index("seed")[columns] for label, rows in once.groupby("label")}
-    control = by_seed.get(baseline["label"], pd.DataFrame()).astype(float)
+    control = by_seed.get(baseline["label"])
     for group in (g for g in groups if g["best"] is not None):
         group["delta_vs_baseline"], group["delta_in_pooled_std"] = difference(
             group["best"], baseline["best"]
@@ -283,9 +261,8 @@ def _compare_to_baseline(
             for name, iou in group["per_class_iou"].items()
             if (base := baseline["per_class_iou"].get(name))
         }
-        if group is not baseline and group["label"] in by_seed:
-            deltas = by_seed[group["label"]].astype(float) - control
-            pair_up(group, "baseline", deltas.sort_index(), group["per_class_iou"])
+        if group is not baseline and group["label"] in by_seed and control is not None:
+            pair_up(group, "baseline", by_seed[group["label"]], control, group["per_class_iou"])
 
 
 def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:

@@ -1,24 +1,15 @@
-"""Comparisons paired by seed: the t-test, what continuing gains over stopping, Holm's correction.
+"""Comparisons paired by seed (the t-test, continuing vs stopping) and Holm's correction.
 
-Where every mode of a study continues from its seed's baseline checkpoint, what the seeds share
-cancels in the per-seed difference, so a paired test sees effects the groups' spread hides.
-Continuing is also paired with just stopping: each run's last score against the last score of
-the run it continued from, since a fresh optimizer can cost points that the extra steps then win
-back. Both sides are final validations, the weights a user keeps; a best epoch would be the
-maximum of several noisy scores, favoured against the one final score it is compared with.
-
-Several modes tested against one control overstate the evidence if the smallest p is read
-against 0.05: Holm–Bonferroni keeps the chance of any false claim at 0.05 without assuming the
-tests independent (modes of one seed share their checkpoint). scipy's
-``false_discovery_control`` is Benjamini–Hochberg, which controls another error rate. Each family
-is one panel, one comparison and one metric.
+Where modes continue from their seed's checkpoint, what the seeds share cancels in the per-seed
+difference, so a paired test sees effects the groups' spread hides. Continuing is paired with
+stopping on last scores (the weights a user keeps): a best epoch, the maximum of several noisy
+scores, would be favoured against one final score. Holm (not scipy's Benjamini–Hochberg) bounds
+the chance of any false claim without assuming the modes' tests independent.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -31,42 +22,40 @@ if TYPE_CHECKING:
     from lovaszseg.reporting.aggregate import Report
 
 COMPARISONS = ("paired_vs_baseline", "paired_vs_stopping")
-"""The group keys holding paired tests of the ranked metric; ``per_class_<key>`` per class."""
 
 
-def sample_std(values: Sequence[float]) -> float | None:
-    """ddof=1, summed with ``math.fsum`` so that the order the runs were found in cannot change
-    the last bit of a committed report; None below two values."""
-    if len(values) < 2:
+def paired_test(after: pd.Series, before: pd.Series) -> dict[str, Any] | None:
+    """Per-seed differences and ``ttest_rel``; t and p are None below two pairs or when the
+    differences do not vary (a test of a constant says nothing)."""
+    pairs = pd.concat([after, before], axis=1).astype(float).dropna().sort_index()
+    if pairs.empty:
         return None
-    mean = fmean(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def paired_test(deltas: pd.Series) -> dict[str, Any] | None:
-    """Per-seed differences (indexed by seed), their mean and the paired t-test: ``t`` and the
-    two-sided ``p`` are None below two pairs or when the differences do not vary."""
-    deltas = deltas.dropna()
-    if deltas.empty:
-        return None
-    values, n = deltas.tolist(), len(deltas)
-    mean, std = fmean(values), sample_std(values)
-    t = mean / (std / math.sqrt(n)) if std else None
-    p = None if t is None else float(2.0 * stats.t.sf(abs(t), n - 1))
+    deltas = pairs.iloc[:, 0] - pairs.iloc[:, 1]
+    t = p = None
+    if deltas.nunique() > 1:
+        test = stats.ttest_rel(pairs.iloc[:, 0], pairs.iloc[:, 1])
+        t, p = float(test.statistic), float(test.pvalue)
     seeds = [int(seed) for seed in deltas.index]
-    return {"n": n, "seeds": seeds, "deltas": values, "mean": mean, "t": t, "p": p}
+    mean = float(deltas.mean())
+    return {
+        "n": len(deltas),
+        "seeds": seeds,
+        "deltas": deltas.tolist(),
+        "mean": mean,
+        "t": t,
+        "p": p,
+    }
 
 
 def critical_t(pairs: int, alpha: float = 0.05) -> float:
     """The |t| a paired t-test over ``pairs`` seeds must pass for two-sided p < ``alpha``."""
     if pairs < 2:
         raise ValueError(f"critical_t needs at least 2 pairs, got {pairs}")
-    return float(stats.t.isf(alpha / 2.0, pairs - 1))
+    return float(stats.t.ppf(1.0 - alpha / 2.0, pairs - 1))
 
 
 def last_score(run: Run, key: str) -> float | None:
-    """The run's ``key`` at its last validation: the curve's last epoch, else results.json's
-    ``final`` (a class's IoU there sits under per_class_iou)."""
+    """``key`` at the run's last validation: the curve's last epoch, else results.json's final."""
     if curve := run.curves.get(key):
         return curve[max(curve)]
     final = (run.results or {}).get("final") or {}
@@ -76,7 +65,7 @@ def last_score(run: Run, key: str) -> float | None:
 
 
 def stopped_by_seed(runs: Sequence[Run]) -> dict[int, Run]:
-    """The finished runs continued from, by seed; raises ValueError for a seed given twice."""
+    """The finished runs continued from, by seed; a seed given twice is ambiguous."""
     by_seed: dict[int, Run] = {}
     for run in (run for run in runs if run.complete and run.seed is not None):
         if run.seed in by_seed:
@@ -91,21 +80,25 @@ def stopped_by_seed(runs: Sequence[Run]) -> dict[int, Run]:
 
 
 def pair_up(
-    group: dict[str, Any], against: str, deltas: pd.DataFrame, names: Iterable[str]
+    group: dict[str, Any],
+    against: str,
+    after: pd.DataFrame,
+    before: pd.DataFrame,
+    names: Iterable[str],
 ) -> None:
-    """Set the group's ``paired_vs_<against>`` from the per-seed differences of ``best`` (the
-    ranked metric), and ``per_class_paired_vs_<against>`` from those of ``iou:<class>``."""
-    group[f"paired_vs_{against}"] = paired_test(deltas["best"])
+    """``paired_vs_<against>`` from the ``best`` column, its per-class twin from ``iou:<class>``."""
+    group[f"paired_vs_{against}"] = paired_test(after["best"], before["best"])
     group[f"per_class_paired_vs_{against}"] = {
         name: test
         for name in names
-        if f"iou:{name}" in deltas and (test := paired_test(deltas[f"iou:{name}"]))
+        if f"iou:{name}" in after
+        and (test := paired_test(after[f"iou:{name}"], before[f"iou:{name}"]))
     }
 
 
 def compare_to_stopping(report: Report, stopped: Sequence[Run]) -> None:
-    """Pair every group's counted runs' last scores with those of their seed's stopped run (a
-    seed repeated in a group pairs with none): ``paired_vs_stopping`` and its per-class twin."""
+    """Pair each group's last scores with its seed's stopped run (a repeated seed pairs with
+    none)."""
     by_seed = stopped_by_seed(stopped)
     for panel in report.panels:
         keys = {"best": report.metric}
@@ -121,8 +114,7 @@ def compare_to_stopping(report: Report, stopped: Sequence[Run]) -> None:
             missing |= {run.seed for run in runs if run.seed not in by_seed} - {None}
             seeds = [run.seed for run in runs]
             paired = [run for run in runs if run.seed in by_seed and seeds.count(run.seed) == 1]
-            deltas = (last_scores(paired) - stopping).sort_index()
-            pair_up(group, "stopping", deltas, panel["class_names"])
+            pair_up(group, "stopping", last_scores(paired), stopping, panel["class_names"])
         if missing:
             panel["notes"].append(
                 f"no run to continue from for seed(s) {sorted(missing)} among --continued-from: "
@@ -131,20 +123,14 @@ def compare_to_stopping(report: Report, stopped: Sequence[Run]) -> None:
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p in the order given (None, no test, stays None and does not count): the
-    i-th smallest of m (from 0) becomes (m − i)·p, kept monotone by a running maximum, ≤ 1."""
-    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, index) in enumerate(tested):
-        running = max(running, (len(tested) - rank) * p)
-        adjusted[index] = min(1.0, running)
-    return adjusted
+    """Holm-adjusted p in the given order; None (no test) stays None and does not count."""
+    tested = pd.Series(p_values, dtype=float).dropna().sort_values(kind="stable")
+    adjusted = (tested * range(len(tested), 0, -1)).cummax().clip(upper=1.0)
+    return [None if pd.isna(p) else float(p) for p in adjusted.reindex(range(len(p_values)))]
 
 
 def correct_panel(panel: dict[str, Any]) -> None:
-    """Add ``p_holm`` to every paired test of ``panel``'s groups, each metric and comparison a
-    family of its own."""
+    """``p_holm`` for every paired test; each comparison and metric is a family of its own."""
     for key in COMPARISONS:
         families: dict[str | None, list[dict[str, Any]]] = {None: []}
         for group in panel["groups"]:

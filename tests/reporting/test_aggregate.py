@@ -228,7 +228,8 @@ def test_runs_pair_with_the_baseline_run_of_their_seed(tmp_path):
 
 def test_paired_p_with_one_degree_of_freedom_is_the_cauchy_tail():
     # t with 1 dof is Cauchy: two-sided p = 1 − (2/π)·atan|t|; deltas 0.1, 0.3 → t = 0.2/(√0.02/√2) = 2
-    paired = paired_test(pd.Series([0.1, 0.3, None], index=[1, 2, 3], dtype=float))
+    after = pd.Series([0.6, 0.8, None], index=[1, 2, 3], dtype=float)
+    paired = paired_test(after, pd.Series([0.5, 0.5, 0.5], index=[1, 2, 3]))
     assert paired["seeds"] == [1, 2]  # a seed without a difference is not a pair
     assert paired["t"] == pytest.approx(2.0)
     assert paired["p"] == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
