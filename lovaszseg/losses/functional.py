@@ -227,7 +227,10 @@ def lovasz_hinge(
             offset=1.0,
         )
         losses = ops.kernel_rows(x, column.unsqueeze(1), rows)[0].view(halves, groups).t()
-        gts = torch.stack([(column == t).reshape(groups, -1).sum(1) for t in (1, 0)[:halves]]).t()
+        has_foreground = None  # a pass over the labels, made only for the option that reads it
+        if empty == "skip":
+            found = [(column == t).reshape(groups, -1).any(1) for t in (1, 0)[:halves]]
+            has_foreground = torch.stack(found).t()
     else:
         checking.report(name, checks, [checking.labels_in_range(labels, 2, ignore_index)])
         errors, foreground = hinge_errors(
@@ -236,9 +239,10 @@ def lovasz_hinge(
         losses, gts = _engine_rows(
             errors, foreground, groups, global_sync, compute_dtype(x), checks
         )
+        has_foreground = gts > 0 if empty == "skip" else None
 
-    weights = gts > 0 if empty == "skip" else None  # a row counts when it has foreground
-    return _reduce(losses, reduction, weights, skip_empty=empty == "skip")
+    # With empty="skip" a row counts when it has foreground.
+    return _reduce(losses, reduction, has_foreground, skip_empty=empty == "skip")
 
 
 def lovasz_softmax(
