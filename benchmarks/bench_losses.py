@@ -217,6 +217,19 @@ def _extract_losses(revision: str) -> str:
     return str(root)
 
 
+def _ratios(per_process, median, top, bottom) -> dict:
+    """``top`` over ``bottom`` (implementations): of the medians over every round, and in each
+    process (the spread); empty when either was not timed."""
+    if top not in IMPLS or bottom not in IMPLS:
+        return {}
+    return {
+        f"{top}_over_{bottom}": median[top] / median[bottom],
+        f"per_process_{top}_over_{bottom}": [
+            statistics.median(p[top]) / statistics.median(p[bottom]) for p in per_process
+        ],
+    }
+
+
 def summarize(cases, runs, memory) -> list[dict]:
     rows = []
     for i, case in enumerate(cases):
@@ -224,36 +237,22 @@ def summarize(cases, runs, memory) -> list[dict]:
         median = {
             impl: statistics.median(t for p in per_process for t in p[impl]) for impl in IMPLS
         }
-        ours_over_base = [
-            statistics.median(p["lovaszseg"]) / statistics.median(p["baseline"])
-            for p in per_process
-        ]
-        smp_over_ours = [
-            statistics.median(p["smp"]) / statistics.median(p["lovaszseg"]) for p in per_process
-        ]
-        before = {}
-        if "before" in IMPLS:
-            before = {
-                "lovaszseg_over_before": median["lovaszseg"] / median["before"],
-                "per_process_lovaszseg_over_before": [
-                    statistics.median(p["lovaszseg"]) / statistics.median(p["before"])
-                    for p in per_process
-                ],
-            }
         rows.append(
             {
-                **before,
+                **_ratios(per_process, median, "lovaszseg", "before"),
                 "case": asdict(case),
                 "title": case.title,
                 "median_ms": {k: v * 1e3 for k, v in median.items()},
-                "lovaszseg_over_baseline": median["lovaszseg"] / median["baseline"],
-                "smp_over_lovaszseg": median["smp"] / median["lovaszseg"],
-                "per_process_lovaszseg_over_baseline": ours_over_base,
-                "per_process_smp_over_lovaszseg": smp_over_ours,
+                **_ratios(per_process, median, "lovaszseg", "baseline"),
+                **_ratios(per_process, median, "smp", "lovaszseg"),
                 "peak_mb": {k: v / 2**20 for k, v in memory.get(i, {}).items()},
             }
         )
     return rows
+
+
+def _spread(ratios: list[float]) -> str:
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
 
 
 def print_table(rows, device, threads) -> None:
@@ -261,28 +260,25 @@ def print_table(rows, device, threads) -> None:
     from rich.table import Table
 
     table = Table(title=f"Lovász losses, forward+backward ({device}, {threads} threads)")
-    for col in ("case", "CE/BCE ms", "lovaszseg ms", "smp ms", "ours/CE", "smp/ours"):
+    has_smp, has_before = "smp" in IMPLS, "before" in IMPLS
+    columns = ["case", "CE/BCE ms", "lovaszseg ms"] + (["smp ms"] if has_smp else [])
+    columns += ["ours/CE"] + (["smp/ours"] if has_smp else [])
+    columns += ["before ms", "now/before", "per process"] if has_before else []
+    for col in columns:
         table.add_column(col, justify="left" if col == "case" else "right")
-    has_before = "before" in IMPLS
-    if has_before:
-        table.add_column("before ms", justify="right")
-        table.add_column("now/before", justify="right")
     has_memory = any(r["peak_mb"] for r in rows)
     if has_memory:
-        for col in ("peak MB CE", "ours", "smp") + (("before",) if has_before else ()):
+        for col in ("peak MB " + IMPLS[0], *IMPLS[1:]):
             table.add_column(col, justify="right")
     for r in rows:
         ms = r["median_ms"]
-        cells = [
-            r["title"],
-            f"{ms['baseline']:.1f}",
-            f"{ms['lovaszseg']:.1f}",
-            f"{ms['smp']:.1f}",
-            f"{r['lovaszseg_over_baseline']:.2f}x",
-            f"{r['smp_over_lovaszseg']:.1f}x",
-        ]
+        cells = [r["title"], f"{ms['baseline']:.1f}", f"{ms['lovaszseg']:.1f}"]
+        cells += [f"{ms['smp']:.1f}"] if has_smp else []
+        cells += [f"{r['lovaszseg_over_baseline']:.2f}x"]
+        cells += [f"{r['smp_over_lovaszseg']:.1f}x"] if has_smp else []
         if has_before:
             cells += [f"{ms['before']:.1f}", f"{r['lovaszseg_over_before']:.2f}x"]
+            cells += [_spread(r["per_process_lovaszseg_over_before"])]
         if has_memory:
             cells += [f"{r['peak_mb'].get(k, float('nan')):.0f}" for k in IMPLS]
         table.add_row(*cells)
@@ -297,6 +293,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--no-smp",
+        action="store_true",
+        help="leave smp out (its calls take most of a run's time; for lovaszseg against --before)",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -315,6 +316,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     global IMPLS
+    if args.no_smp:
+        IMPLS = tuple(impl for impl in IMPLS if impl != "smp")
     if args.before and not args.before_path:
         args.before_path = _extract_losses(args.before)
     if args.before_path:
@@ -345,6 +348,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 5)
     common = ["--threads", str(args.threads), "--device", args.device]
     common += ["--quick"] if args.quick else []
+    common += ["--no-smp"] if args.no_smp else []
     common += [flag for text in args.only for flag in ("--only", text)]
     common += ["--before-path", args.before_path] if args.before_path else []
     runs = [_child(["--worker", "--rounds", str(rounds), *common]) for _ in range(processes)]
