@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 
 from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.paired import compare_to_stopping, correct_panel
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.render import (
+    Table,
     describe,
     incomplete_table,
     panel_tables,
@@ -121,6 +123,13 @@ def build_report(args: argparse.Namespace) -> tuple[Report, list[dict[str, Any]]
     return report, searches
 
 
+def print_table(console: Console, table: Table) -> None:
+    """Wrapped to the console's width, or wider where a word would otherwise be cut short."""
+    rich = to_rich(table, console.width)
+    words = Measurement.get(console, console.options.update_width(10_000), rich).minimum
+    (console if words <= console.width else Console(width=words)).print(rich)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
@@ -131,11 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for panel, heading in zip(report.panels, report.headings, strict=True):
         for table in panel_tables(panel, heading, report.metric):
-            console.print(*to_rich(table, console.width))
+            print_table(console, table)
         for note in panel["notes"]:
             console.print(f"[yellow]note:[/] {note}")
     if report.summary["incomplete_runs"]:
-        console.print(*to_rich(incomplete_table(report), console.width))
+        print_table(console, incomplete_table(report))
     for search in searches:
         console.print(f"optuna {describe(search)}")
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")

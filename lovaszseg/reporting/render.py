@@ -24,8 +24,6 @@ from lovaszseg.runs import contract
 MAX_CLASS_COLUMNS = 5
 """Up to this many classes, per-class IoU sits in the ranking; beyond, in its own table."""
 NA = "n/a"
-COLUMN_GAP = 2
-"""Characters between two columns of a rendered table."""
 
 READING_GUIDE = (
     "Each run is scored by its best `{metric}` over its epochs. Groups show mean ± sample "
@@ -262,34 +260,19 @@ def to_markdown(table: Table) -> str:
     return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def to_rich(table: Table, width: int) -> list[RichTable]:
-    """Terminal tables no wider than ``width`` (a SLURM log or a pipe is 80 columns): number
-    columns exactly as wide as their cells (headers wrap at spaces), names folded when long, and
-    where the columns do not fit side by side the table is split into parts that each repeat the
-    leading columns (rank, name), so that no column is dropped or cut short."""
-    cells, keys = table.cells, list(table.cells.columns[: table.label_column + 1])
-    widest = {name: int(cells[name].str.len().max()) for name in cells.columns}
-    needed = {n: max(widest[n], *(len(w) for w in n.split())) for n in cells.columns}
-    needed[keys[-1]] = min(needed[keys[-1]], max(20, width // 3))  # the names fold
-    parts: list[list[str]] = [[]]
-    budget = width - sum(needed[name] + COLUMN_GAP for name in keys)
-    for name in cells.columns[len(keys) :]:
-        if parts[-1] and sum(needed[n] + COLUMN_GAP for n in parts[-1] + [name]) > budget:
-            parts.append([])
-        parts[-1].append(name)
-    rendered = []
-    for number, part in enumerate(parts, start=1):
-        title = table.title + (f" ({number}/{len(parts)})" if len(parts) > 1 else "")
-        rich = RichTable(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-        for name in keys + part:
-            if name == keys[-1]:
-                rich.add_column(name, min_width=min(widest[name], 20), overflow="fold")
-            else:
-                rich.add_column(name, justify="right", width=needed[name])
-        for row in cells[keys + part].itertuples(index=False):
-            rich.add_row(*row)
-        rendered.append(rich)
-    return rendered
+def to_rich(table: Table, width: int) -> RichTable:
+    """A terminal table whose numbers never wrap (headers wrap at spaces); names longer than a
+    third of ``width`` (a run's path) fold."""
+    rich = RichTable(title=table.title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for index, (name, cells) in enumerate(table.cells.items()):
+        if index == table.label_column:
+            rich.add_column(name, overflow="fold", max_width=max(20, width // 3))
+        else:
+            widest = max([*(len(word) for word in name.split()), *cells.str.len()])
+            rich.add_column(name, justify="right", width=widest)
+    for row in table.cells.itertuples(index=False):
+        rich.add_row(*row)
+    return rich
 
 
 def mean_std(spread: dict[str, Any] | None) -> str:
