@@ -22,7 +22,7 @@ from lovaszseg.runs import contract
 AUTO_BASELINE = {"binary": "bce", "multiclass": "ce"}
 """The plain cross-entropy PaddleSeg compares against."""
 RUN_KEYS = "path loss seed status counted best best_epoch per_class_iou epochs last_third_gain"
-SPREADS = ("best_epoch", "epochs", "wall_time_s")
+SPREADS = ("last_third_gain", "best_epoch", "epochs", "wall_time_s")
 
 
 @dataclass
@@ -89,31 +89,23 @@ def score_run(run: Run, metric: str) -> dict[str, Any]:
     results.json's ``best`` stands in when metrics.csv is missing."""
     record = {"path": str(run.path), "loss": run.loss, "seed": run.seed, "status": run.status}
     curve, results = run.curves.get(metric, {}), run.results or {}
-    planned = _int_or_none(results.get("epochs"))
-    if curve:
-        epoch = max(curve, key=lambda e: (curve[e], -e))
-        iou = {
-            name: logged[epoch]
-            for name in iou_names(run)
-            if epoch in (logged := run.curves.get(contract.class_iou_key(name), {}))
-        }
-        return record | {
-            "best": curve[epoch],
-            "best_epoch": epoch,
-            "per_class_iou": iou,
-            "epochs": planned or max(curve) + 1,
-            "last_third_gain": last_third_gain(curve),
-        }
-    best = results.get(contract.BEST) or {}
-    value = best.get(metric)
-    iou = best.get(contract.PER_CLASS_IOU) if metric == contract.VAL_MIOU else None
-    return record | {
-        "best": float(value) if value is not None else None,
-        "best_epoch": _int_or_none(best.get(contract.EPOCH)),
-        "per_class_iou": {str(k): float(v) for k, v in (iou or {}).items() if v is not None},
-        "epochs": planned,
-        "last_third_gain": None,
+    best, planned = results.get(contract.BEST) or {}, _int_or_none(results.get("epochs"))
+    if not curve:
+        iou = (best.get(contract.PER_CLASS_IOU) if metric == contract.VAL_MIOU else None) or {}
+        value, epoch = best.get(metric), _int_or_none(best.get(contract.EPOCH))
+        value = None if value is None else float(value)
+        iou = {str(k): float(v) for k, v in iou.items() if v is not None}
+        record |= dict(best=value, best_epoch=epoch, per_class_iou=iou, epochs=planned)
+        return record | {"last_third_gain": None}
+    epoch = max(curve, key=lambda e: (curve[e], -e))
+    keys = {name: contract.class_iou_key(name) for name in iou_names(run)}
+    iou = {
+        name: run.curves[key][epoch]
+        for name, key in keys.items()
+        if epoch in run.curves.get(key, {})
     }
+    record |= dict(best=curve[epoch], best_epoch=epoch, per_class_iou=iou)
+    return record | dict(epochs=planned or max(curve) + 1, last_third_gain=last_third_gain(curve))
 
 
 def summarise(
@@ -218,7 +210,6 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
         "per_class_delta_vs_baseline": {},
         "paired_vs_baseline": None,
         "per_class_paired_vs_baseline": {},
-        "last_third_gain": spread(counted["last_third_gain"]),
         **{key: spread(counted[key]) for key in SPREADS},
         "runs": [dict(row, counted=bool(row["counted"])) for row in runs.to_dict("records")],
     }
@@ -227,11 +218,10 @@ def _group(label: str, members: pd.DataFrame) -> dict[str, Any]:
 def _pick_baseline(
     groups: list[dict[str, Any]], frame: pd.DataFrame, name: str | None
 ) -> tuple[dict[str, Any] | None, str | None]:
+    if name is None and len(tasks := set(frame["task"])) == 1:
+        name = AUTO_BASELINE.get(tasks.pop())
     if name is None:
-        tasks = set(frame["task"])
-        name = AUTO_BASELINE.get(tasks.pop()) if len(tasks) == 1 else None
-        if name is None:
-            return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
+        return None, "mixed or unknown tasks: no automatic baseline (name one with --baseline)"
     chosen = next((g for g in groups if g["label"] == name), None)
     if chosen is None:
         return (
@@ -266,7 +256,7 @@ def _compare_to_baseline(
 
 
 def _check_metric_logged(runs: Sequence[Run], metric: str) -> None:
-    """A misspelt ``--metric`` must fail loudly, not produce a report of n/a."""
+    """A misspelt ``--metric`` fails loudly rather than giving a report of n/a."""
     logged = {name for run in runs for name in run.curves}
     summarised = {k for run in runs for k in ((run.results or {}).get(contract.BEST) or {})}
     if metric not in logged | summarised:

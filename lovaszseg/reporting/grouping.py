@@ -1,14 +1,8 @@
-"""Decide which runs are repetitions of one configuration, and what else sets runs apart.
+"""Which runs repeat one configuration, and what else sets runs apart.
 
-Runs are grouped by loss configuration: the ``loss`` choice, refined by the loss settings
-whenever runs of one choice were given different ones (weights from the command line), so that
-``lovasz_hinge_bce`` at 0.5/0.5 and at 0.3/0.7 never merge into one mean. Runs of different
-data, or scored by another definition of the metric (task, classes), are never pooled: they form
-panels of their own, and so do a study's continuation arms, each an experiment with its own
-control: the restart arm (PaddleSeg's recipe: the baseline's weights through ``init_from``, a
-fresh optimizer) and the continued arm (its checkpoint resumed with ``ckpt_path``, only the loss
-changes). ``--by KEY`` splits panels by another setting; any other setting that differs inside a
-panel is reported, never silently averaged.
+Groups are loss choices, refined by loss settings where runs of one choice differ (0.5/0.5 never
+averages with 0.3/0.7). Different data, metric definitions (task, classes) or a study's arms
+(restart: ``init_from``; continued: ``ckpt_path``) are never pooled; other differences are noted.
 """
 
 from __future__ import annotations
@@ -29,7 +23,6 @@ UNSET = "unset"
 _ABSENT = object()
 RESTART = "restart"
 """The arm of an ``init_from`` run made before experiment configs named their arm."""
-
 NOT_SETTINGS = (
     "seed",
     "paths",
@@ -41,12 +34,11 @@ NOT_SETTINGS = (
     "init_from",
     "arm",
 )
-"""Keys and choices that legitimately differ between repetitions, or that the group label or
-the panel already covers; everything else differing inside a panel is a caveat."""
+"""What may differ between repetitions, or the label or panel already says."""
 
 
 def init_from(run: Run) -> str | None:
-    """The checkpoint whose weights the run started from, as results.json or the config say."""
+    """The checkpoint whose weights the run started from."""
     value = (run.results or {}).get("init_from") or (run.config or {}).get("init_from")
     return str(value) if value else None
 
@@ -57,25 +49,22 @@ def _arm(run: Run) -> Mapping:
 
 
 def arm_of(run: Run) -> str | None:
-    """The run's arm (``restart``, ``continued``), or None for a run that continues nothing."""
+    """``restart``, ``continued``, or None for a run that continues nothing."""
     name = _arm(run).get("name")
     return str(name) if name else (RESTART if init_from(run) else None)
 
 
 def several_arms(runs: Iterable[Run]) -> bool:
-    """Whether ``runs`` hold more than one arm, so that labels must say which."""
     return len({arm_of(run) for run in runs} - {None}) > 1
 
 
 def with_arm(label: str, arm: str | None) -> str:
-    """``bce → lovasz_hinge (continued)``: a group label that names its arm."""
     return f"{label} ({arm})" if arm else label
 
 
 def pools(runs: Sequence[Run]) -> dict[Path, str | None]:
-    """Each run's pool, named by what sets it apart (``data=voc2012``, within one data
-    ``classes=21 (multiclass)``, within those ``arm=continued``); None for every run when all
-    may be pooled."""
+    """Each run's pool named by what sets it apart (``data=voc2012 · arm=continued``); None when
+    all may be pooled."""
     named: dict[Path, list[str]] = {run.path: [] for run in runs}
     for members in _split(runs, "data", lambda run: run.data, named).values():
         for defined in _split(members, "classes", _metric_definition, named).values():
@@ -86,8 +75,8 @@ def pools(runs: Sequence[Run]) -> dict[Path, str | None]:
 def _split(
     runs: Sequence[Run], name: str, key: Callable[[Run], str | None], named: dict[Path, list[str]]
 ) -> dict[str | None, list[Run]]:
-    """``runs`` by their ``key``, each named by it where they differ. A run that did not record
-    it (dead before writing its results) is taken to share it when all the others agree."""
+    """``runs`` by ``key``, named where they differ; a run that did not record it shares it
+    when all the others agree."""
     values = {key(run) for run in runs} - {None}
     agreed = next(iter(values)) if len(values) == 1 else None
     split: dict[str | None, list[Run]] = defaultdict(list)
@@ -100,12 +89,12 @@ def _split(
 
 
 def _metric_definition(run: Run) -> str | None:
-    """What the run's mIoU averages over: its task's classes, by count (``21 (multiclass)``)."""
+    """What the run's mIoU averages over: ``21 (multiclass)``."""
     return f"{len(run.class_names)} ({run.task})" if run.class_names and run.task else None
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"a.b.c": leaf}; lists become strings so that leaves are hashable."""
+    """{"a.b.c": leaf}; lists become strings, to be hashable."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, Mapping) and value:
@@ -120,17 +109,14 @@ def is_under(key: str, prefix: str) -> bool:
 
 
 def differing_keys(settings: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Keys whose values are not the same in all ``settings``, with their distinct values."""
+    """Keys whose values differ among ``settings``, with their values."""
     table = pd.DataFrame([{k: str(v) for k, v in s.items()} for s in settings]).fillna(UNSET)
     return {key: sorted(table[key].unique()) for key in sorted(table) if table[key].nunique() > 1}
 
 
 def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
-    """Group label of each run: its loss choice, plus the loss settings that tell it apart.
-
-    A run without ``.hydra/config.yaml`` joins its choice's group when all other runs of that
-    choice agree on the settings, and is labelled "config unknown" when they do not.
-    """
+    """Each run's loss choice, plus the loss settings that tell it apart ("config unknown" for
+    a run without ``.hydra/config.yaml`` where they differ)."""
     runs = list(runs)
     name_arm = several_arms(runs)
     by_choice: dict[str, list[Run]] = defaultdict(list)
@@ -148,10 +134,8 @@ def loss_labels(runs: Iterable[Run]) -> dict[Path, str]:
 
 
 def _loss_name(run: Run) -> str:
-    """The loss choice; ``bce → lovasz_hinge`` for a run that continues another (a study's arm),
-    which must not merge with the direct mode. The first loss is named by the arm's config or by
-    results.json (``init_from_loss``, recorded at training time), so the label survives copying
-    the runs away from the checkpoints."""
+    """``bce → lovasz_hinge`` for a run that continues another, apart from the direct mode; the
+    first loss comes from the arm or results.json, so it survives copying runs elsewhere."""
     start, first = init_from(run), _arm(run).get("from_loss")
     if not first and start is not None:
         first = (run.results or {}).get("init_from_loss") or loss_of_checkpoint(Path(start))
@@ -159,7 +143,7 @@ def _loss_name(run: Run) -> str:
 
 
 def setting_value(run: Run, key: str) -> str:
-    """The value of a group choice (``data``) or config key (``data.difficulty``) in ``run``."""
+    """The run's group choice (``data``) or config value (``data.difficulty``)."""
     if key in run.choices:
         return run.choices[key]
     where = run.path / ".hydra" / "config.yaml"
@@ -180,8 +164,7 @@ def setting_value(run: Run, key: str) -> str:
 
 
 def run_settings(run: Run) -> dict[str, Any]:
-    """Group choices (keyed ``name=``) and config leaves of a run, minus what may differ between
-    repetitions. A nested default ``loss_term@loss.terms.bce`` lands at its package."""
+    """Group choices (keyed ``name=``, at their package) and config leaves, less NOT_SETTINGS."""
     choices = {
         f"{path}=": choice
         for name, choice in run.choices.items()
@@ -196,11 +179,8 @@ def _skipped(key: str) -> bool:
 
 
 def setting_caveats(runs: Iterable[Run], by: str | None = None) -> list[str]:
-    """One line per setting (besides loss and seed) that differs among ``runs``.
-
-    Choices are keyed ``name=`` so that when ``data`` itself differs, the many ``data.*`` keys
-    that follow from it are not listed one by one.
-    """
+    """One line per setting that differs among ``runs``; a differing choice (``data=``) stands
+    for the keys under it."""
     differing = differing_keys(run_settings(run) for run in runs)
     groups = [key.removesuffix("=") for key in differing if key.endswith("=")]
     lines = []

@@ -1,9 +1,7 @@
 """Per-epoch curves from a Lightning CSVLogger ``metrics.csv``.
 
-CSVLogger writes sparse rows (validation rows leave the training columns empty) and a resumed
-run re-logs the epoch it was killed in, so the last value logged in an epoch wins:
-``groupby("epoch").last()``, which also skips a diverged metric's NaN and the empty cells of a
-row cut short by a kill mid-write.
+Rows are sparse and a resumed run re-logs the epoch it was killed in, so the last value logged in
+an epoch wins (``groupby("epoch").last()`` also skips NaN and the cells of a row cut short).
 """
 
 from __future__ import annotations
@@ -13,12 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 Curves = dict[str, dict[int, float]]
-"""metric name -> {epoch: value}"""
 
 
 def read_curves(path: Path) -> Curves:
-    """Every logged metric as an epoch -> value map; raises ValueError naming the file when it
-    cannot be read or is not CSVLogger output."""
+    """Every logged metric as {epoch: value}; ValueError names a file that is not CSVLogger's."""
     try:  # round_trip parses each cell as Python's float() does, to the last bit
         table = pd.read_csv(path, encoding="utf-8", float_precision="round_trip")
     except pd.errors.EmptyDataError:

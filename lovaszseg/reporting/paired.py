@@ -25,8 +25,7 @@ COMPARISONS = ("paired_vs_baseline", "paired_vs_stopping")
 
 
 def paired_test(after: pd.Series, before: pd.Series) -> dict[str, Any] | None:
-    """Per-seed differences and ``ttest_rel``; t and p are None below two pairs or when the
-    differences do not vary (a test of a constant says nothing)."""
+    """Per-seed differences and ``ttest_rel``; no t or p below two pairs or for constant ones."""
     pairs = pd.concat([after, before], axis=1).astype(float).dropna().sort_index()
     if pairs.empty:
         return None
@@ -48,7 +47,7 @@ def paired_test(after: pd.Series, before: pd.Series) -> dict[str, Any] | None:
 
 
 def critical_t(pairs: int, alpha: float = 0.05) -> float:
-    """The |t| a paired t-test over ``pairs`` seeds must pass for two-sided p < ``alpha``."""
+    """The |t| that ``pairs`` seeds need for two-sided p < ``alpha``."""
     if pairs < 2:
         raise ValueError(f"critical_t needs at least 2 pairs, got {pairs}")
     return float(stats.t.ppf(1.0 - alpha / 2.0, pairs - 1))
@@ -97,8 +96,7 @@ def pair_up(
 
 
 def compare_to_stopping(report: Report, stopped: Sequence[Run]) -> None:
-    """Pair each group's last scores with its seed's stopped run (a repeated seed pairs with
-    none)."""
+    """Each group's last scores paired with its seed's stopped run (a repeated seed with none)."""
     by_seed = stopped_by_seed(stopped)
     for panel in report.panels:
         keys = {"best": report.metric}

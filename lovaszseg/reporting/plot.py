@@ -1,11 +1,8 @@
-"""The mIoU-per-epoch figure: every seed as a thin line, each group's mean and min–max band.
+"""The metric-per-epoch figure: each seed thin, each group's mean and min–max band.
 
-Showing the single seeds beside the mean is the point: a reader sees at once whether two loss
-configurations are apart or inside each other's seed spread — the curves PaddleSeg shows, made
-honest about noise. One panel per ``--by`` value, sharing the y axis and the colours. The y axis
-spans at least MIN_SPAN_POINTS, so that seed noise of a few tenths looks like noise, not like a
-cliff. The last third of the epochs, where the report's plateau rule reads the gain, is shaded.
-A bare ``Figure`` renders with the Agg canvas, without pyplot's global state or a display.
+The single seeds beside the mean show at once whether two losses are apart or inside each other's
+seed noise; the y axis spans at least MIN_SPAN_POINTS so that noise of a few tenths does not look
+like a cliff. A bare ``Figure`` renders without pyplot's global state or a display.
 """
 
 from __future__ import annotations
@@ -27,21 +24,19 @@ LEGEND_WIDTH = 3.0
 MAX_COLUMNS = 3
 DPI = 120
 MIN_SPAN_POINTS = 2.0
-"""The least span of the y axis, in points of the metric (%)."""
 PLATEAU_WINDOW_COLOUR = "#ececec"
-"""The shading of the last third of the epochs (opaque, behind the curves)."""
+"""The last third of the epochs, where the plateau rule reads the gain."""
 LEGEND_TITLE = "loss: mean, min–max band\nthin: single seeds\ndashed: not counted"
 
 
 def group_colours(report: Report) -> dict[str, tuple]:
-    """One colour per group label, the same in every panel, in ranking order."""
+    """One colour per group label, the same in every panel."""
     labels = list(dict.fromkeys(g["label"] for p in report.panels for g in p["groups"]))
     cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
 def plot_curves(report: Report, title: str, path: Path) -> None:
-    """Write the figure as a PNG to ``path`` (atomically)."""
     colours, n = group_colours(report), len(report.panels)
     cols, rows = min(n, MAX_COLUMNS), math.ceil(n / MAX_COLUMNS)
     size = (PANEL_SIZE[0] * cols + LEGEND_WIDTH, PANEL_SIZE[1] * rows)
@@ -82,8 +77,7 @@ def plot_curves(report: Report, title: str, path: Path) -> None:
 
 
 def _draw_panel(ax, curves: dict[str, list[tuple[dict[int, float], bool]]], heading, colours):
-    """Each group's runs (counted solid, others dashed), then its mean and min–max band over the
-    counted runs at the epochs all of them reached."""
+    """Runs (counted solid, others dashed), then the mean and band at the epochs all reached."""
     _shade_last_third(ax, [curve for runs in curves.values() for curve, counted in runs if counted])
     for label, runs in curves.items():
         for counted in (True, False):
@@ -107,9 +101,8 @@ def _draw_panel(ax, curves: dict[str, list[tuple[dict[int, float], bool]]], head
 
 
 def _shade_last_third(ax, curves: list[dict[int, float]]) -> None:
-    """The last ⌈E/3⌉ of the E validated epochs of the panel's longest run, as
-    ``last_third_gain`` reads them, each validation's interval shaded (a run validated every
-    k epochs shades the last third of its epochs); nothing below 3 validations."""
+    """The longest run's last ⌈E/3⌉ validations as ``last_third_gain`` reads them, each over its
+    interval (a run validated every k epochs shades k per validation)."""
     epochs = sorted(max(curves, key=len, default={}))
     if (first := last_third_start(epochs)) is None:
         return

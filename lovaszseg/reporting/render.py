@@ -1,9 +1,7 @@
-"""The report's tables, built once as DataFrames: a Markdown document, or printed by rich.
+"""The report's tables as DataFrames of formatted cells: a Markdown document, or rich tables.
 
-The document is written to be pasted into an experiment README as it stands, so it says how the
-numbers were computed and how to read Δ/σ against seed noise. Scores are shown in percent (as
-PaddleSeg reports mIoU), differences in percentage points, and a missing spread as "n/a" — a
-single seed has no standard deviation, not a zero one.
+The document is pasted into an experiment README as it stands, so it says how to read Δ/σ against
+seed noise; a missing spread reads "n/a": one seed has no standard deviation, not a zero one.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from lovaszseg.reporting.paired import critical_t
 from lovaszseg.runs import contract
 
 MAX_CLASS_COLUMNS = 5
-"""Up to this many classes, per-class IoU sits in the ranking; beyond, in its own table."""
+"""Beyond this many classes, per-class IoU has its own table."""
 NA = "n/a"
 
 READING_GUIDE = (
@@ -50,11 +48,9 @@ HOLM_GUIDE = (
 class Table:
     title: str
     cells: pd.DataFrame
-    """Formatted cells; the header is the columns."""
     label_column: int = 1
-    """The column of names (left-aligned, may wrap); the others hold numbers."""
+    """The column of names; the others hold numbers."""
     guide: str | None = None
-    """How to read the table, printed above it in Markdown."""
 
 
 def render_markdown(
@@ -93,7 +89,6 @@ def subject(report: Report) -> str:
 
 
 def describe(search: dict[str, Any]) -> str:
-    """``<sweep>: 3 trials, best value 0.7312 with `a=1`, `b=0.25` (<job folder>)``"""
     params = ", ".join(
         f"`{key}={value:.4g}`" if isinstance(value, float) else f"`{key}={value}`"
         for key, value in search["best_params"].items()
@@ -106,22 +101,14 @@ def describe(search: dict[str, Any]) -> str:
 
 
 def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> list[Table]:
-    """The ranking, then per-class IoU, its Δ, and the comparisons paired by seed, where they
-    apply."""
     suffix = f" — {heading}" if heading else ""
     groups, base, classes = panel["groups"], panel["baseline"], panel["class_names"]
     scored = [g for g in groups if g["best"]]
     compared = [g for g in scored if not g["is_baseline"] and g["per_class_delta_vs_baseline"]]
+    apart = scored if len(classes) > MAX_CLASS_COLUMNS else []
     tables = [
         ranking_table(panel, metric, suffix),
-        _by_class(
-            "Per-class IoU (%)" + suffix,
-            classes,
-            scored,
-            lambda g, n: mean_std(g["per_class_iou"].get(n)),
-        )
-        if len(classes) > MAX_CLASS_COLUMNS
-        else None,
+        _by_class("Per-class IoU (%)" + suffix, classes, apart, _iou),
         _by_class(f"Per-class IoU Δ vs {base} (pp, Δ/σ){suffix}", classes, compared, _delta),
         paired_table(panel, metric, suffix),
         _paired_by_class(panel, f"vs {base}", "baseline", suffix),
@@ -157,10 +144,7 @@ def ranking_table(panel: dict[str, Any], metric: str, suffix: str) -> Table:
 def paired_table(
     panel: dict[str, Any], metric: str, suffix: str, against: str = "baseline"
 ) -> Table | None:
-    """Each group against its seed's run of the baseline (``against="baseline"``: best scores)
-    or of the run it continued from (``"stopping"``: last scores): the differences, seed by
-    seed, their mean, and the paired t-test (two-sided p, and Holm's where the report corrects
-    them); None when no group pairs up."""
+    """Each group paired by seed with the baseline or with stopping; None when none pairs up."""
     paired = [(g["label"], t) for g in panel["groups"] if (t := g.get(f"paired_vs_{against}"))]
     if not paired:
         return None
@@ -187,7 +171,6 @@ def paired_table(
 
 
 def paired_guide(pairs: Iterable[int]) -> str:
-    """How to read the paired tables, with the |t| that p < 0.05 needs at each seed count."""
     counts = sorted({n for n in pairs if n >= 2})
     thresholds = ", ".join(f"|t| > {critical_t(n):.2f} with {n} seeds" for n in counts)
     return (
@@ -201,7 +184,6 @@ def paired_guide(pairs: Iterable[int]) -> str:
 
 
 def _paired_by_class(panel: dict[str, Any], versus: str, against: str, suffix: str) -> Table | None:
-    """The paired comparisons of each class's IoU, classes down and groups across."""
     key = f"per_class_paired_vs_{against}"
     groups = [g for g in panel["groups"] if g.get(key)]
     holm = "; Holm p" if any("p_holm" in test for g in groups for test in g[key].values()) else ""
@@ -210,7 +192,6 @@ def _paired_by_class(panel: dict[str, Any], versus: str, against: str, suffix: s
 
 
 def incomplete_table(report: Report) -> Table:
-    """The runs that did not complete: how far they got, and whether they count."""
     rows = [
         {
             "run": run["path"],
@@ -232,11 +213,15 @@ def incomplete_table(report: Report) -> Table:
 def _by_class(
     title: str, classes: list[str], groups: list[dict], cell: Callable[[dict, str], str]
 ) -> Table | None:
-    """Classes down, ``groups`` across, ``cell(group, class)`` in each; None without groups."""
+    """Classes down, ``groups`` across; None without groups."""
     if not groups:
         return None
     rows = [{"class": n, **{g["label"]: cell(g, n) for g in groups}} for n in classes]
     return Table(title, pd.DataFrame(rows), label_column=0)
+
+
+def _iou(group: dict[str, Any], name: str) -> str:
+    return mean_std(group["per_class_iou"].get(name))
 
 
 def _delta(group: dict[str, Any], name: str) -> str:

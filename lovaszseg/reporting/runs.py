@@ -1,12 +1,7 @@
 """Find training runs and Optuna searches on disk, and load what each one recorded.
 
-A run is a Hydra job directory holding any of: ``results.json`` (the run contract, rewritten
-while the run trains), ``metrics.csv`` (Lightning's CSVLogger) and ``.hydra/`` (the composed
-config and the group choices, written at start). A run that died early has no ``results.json``,
-so every field falls back to the next source, and such a run is loaded rather than dropped: a
-sweep with crashed jobs must say so. An Optuna sweep (``hparams_search=``) also leaves
-``optimization_results.yaml`` beside its job folders; its jobs are ranked like any runs, and the
-report names the winning parameters and the job that ran them.
+A run is a Hydra job directory with ``results.json``, ``metrics.csv`` or ``.hydra/``; one that
+died early lacks some, so each field falls back to the next source and the run is still listed.
 """
 
 from __future__ import annotations
@@ -25,16 +20,14 @@ from lovaszseg.runs import contract
 
 RUN_MARKERS = (contract.RESULTS_FILE, "metrics.csv", ".hydra/config.yaml")
 NOT_RUN_CONTAINERS = frozenset({".hydra", "checkpoints", "wandb", "__pycache__", ".git"})
-"""Folders inside runs and sweeps that never hold runs themselves; not searched."""
 INCOMPLETE = "incomplete"
-"""A run cut short: interrupted (resumable), or dead before it wrote its results; the other
-statuses of the contract (completed, running, failed) keep their names."""
+"""Interrupted, or dead before writing results.json: either way, cut short."""
 OPTUNA_RESULTS = "optimization_results.yaml"
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run as the report sees it; fields are None where nothing recorded them."""
+    """One training run as the report sees it; None where nothing recorded a field."""
 
     path: Path
     loss: str
@@ -55,8 +48,7 @@ class Run:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every run directory at or under ``root`` (a run dir, a sweep dir, or a tree of sweeps),
-    sweep jobs in Hydra's job order (0, 1, ..., 10)."""
+    """Every run directory at or under ``root``, in Hydra's job order (9 before 10)."""
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory (expected a run or a Hydra sweep directory)")
     if _is_run_dir(root):
@@ -77,7 +69,7 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def load_runs(roots: Iterable[Path]) -> list[Run]:
-    """Load the runs under all ``roots``; a run reached twice (dir and its parent) counts once."""
+    """The runs under all ``roots``, each once even if reached twice."""
     seen: dict[Path, Run] = {}
     for root in roots:
         for run_dir in find_run_dirs(Path(root)):
@@ -87,7 +79,7 @@ def load_runs(roots: Iterable[Path]) -> list[Run]:
 
 
 def load_run(path: Path) -> Run:
-    """Load one run directory; raises ValueError naming the file that cannot be parsed."""
+    """One run directory; ValueError names a file that cannot be parsed."""
     results = contract.read_results(path) if contract.results_path(path).is_file() else {}
     config = _read_yaml(path / ".hydra" / "config.yaml")
     choices = _dig(_read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices")
@@ -123,14 +115,9 @@ def load_run(path: Path) -> Run:
 
 
 def find_searches(roots: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every Optuna sweep at or under ``roots``, in path order: its folder, trials, best value,
-    best parameters and the job folder that ran them (None when no job's overrides match)."""
-    sweeps = set()
-    for root in roots:
-        for current, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            if OPTUNA_RESULTS in files:
-                sweeps.add(Path(current).resolve())
+    """Every Optuna sweep under ``roots``: trials, best value and parameters, and the job that
+    ran them (None when no job's overrides match)."""
+    sweeps = {found.parent.resolve() for root in roots for found in root.rglob(OPTUNA_RESULTS)}
     return [_read_search(sweep) for sweep in sorted(sweeps)]
 
 
@@ -155,7 +142,7 @@ def _read_search(sweep: Path) -> dict[str, Any]:
 
 
 def _job_order(part: str) -> tuple:
-    """Hydra numbers job dirs ``2`` or ``2_loss=bce``: by that number, 10 after 9."""
+    """Hydra numbers job dirs ``2`` or ``2_loss=bce``."""
     number = re.match(r"\d+(?=_|$)", part)
     return (0, int(number.group()), part) if number else (1, 0, part)
 
