@@ -7,8 +7,9 @@ and what to do: that message is printed once, on stderr, without a traceback, an
 exits with status 2. Anything else is a bug: its traceback is printed once and the command exits
 with status 1. Both go to the job's log file (``train.log``) too.
 
-Lightning's tips and deprecation warnings say nothing a user of this project acts on; they are
-kept out of the console and still written to the log file.
+Lightning's INFO lines (tips, "GPU available", "Seed set to 1", "`Trainer.fit` stopped") and
+its deprecation warnings say nothing a user of this project acts on; they are kept out of the
+console and still written to the log file. Lightning's own warnings and errors stay on it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ REFUSALS = (ValueError, OSError)
 """Exception types that, raised by the project's own code, are a refusal and not a bug."""
 
 PROJECT_FOLDER = Path(__file__).resolve().parent.parent
-CONSOLE_NOISE = ("💡 Tip:",)
-"""Starts of Lightning's console messages kept out of the console (in the log file still)."""
+LIGHTNING_LOGGERS = (
+    "pytorch_lightning",
+    "lightning.pytorch",
+    "lightning_fabric",
+    "lightning.fabric",
+)
+"""Lightning's loggers, whose records below WARNING are kept off the console."""
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 """Where torchrun, Lightning's ddp, SLURM and LSF tell a process its rank; Lightning reads the
 first one set, in this order."""
@@ -99,21 +105,30 @@ def run_for_people(
         raise SystemExit(1) from None
 
 
+def from_lightning(logger_name: str) -> bool:
+    return any(
+        logger_name == name or logger_name.startswith(f"{name}.") for name in LIGHTNING_LOGGERS
+    )
+
+
 class _DropNoise(logging.Filter):
+    """Python's warnings (Lightning's deprecations among them) and Lightning's INFO lines."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "py.warnings":
             return False
-        return not str(record.getMessage()).lstrip().startswith(CONSOLE_NOISE)
+        return record.levelno >= logging.WARNING or not from_lightning(record.name)
 
 
 def quiet_lightning_console() -> None:
-    """Keep Lightning's tips and Python's warnings off the console handlers (the log file still
-    gets them)."""
+    """Keep Lightning's INFO lines and Python's warnings off the console handlers (the log file
+    still gets them)."""
     logging.captureWarnings(True)
     for handler in logging.getLogger().handlers:
         if not isinstance(handler, logging.FileHandler):
             handler.addFilter(_DropNoise())
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+    # Lightning imported before logging was set up prints through a handler of its own
+    for name in LIGHTNING_LOGGERS:
         lightning = logging.getLogger(name)
         for handler in lightning.handlers:
             if not isinstance(handler, logging.FileHandler):
