@@ -7,6 +7,7 @@ averages with 0.3/0.7). Different data, metric definitions (task, classes) or a 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,18 +24,10 @@ UNSET = "unset"
 _ABSENT = object()
 RESTART = "restart"
 """The arm of an ``init_from`` run made before experiment configs named their arm."""
-NOT_SETTINGS = (
-    "seed",
-    "paths",
-    "logger",
-    "hydra",
-    "loss",
-    "experiment",
-    "ckpt_path",
-    "init_from",
-    "arm",
+NOT_SETTINGS = re.compile(
+    r"(seed|paths|logger|hydra|loss|experiment|ckpt_path|init_from|arm)(\.|=|$)"
 )
-"""What may differ between repetitions, or the label or panel already says."""
+"""Keys that may differ between repetitions, or that the label or the panel already says."""
 
 
 def init_from(run: Run) -> str | None:
@@ -165,17 +158,10 @@ def setting_value(run: Run, key: str) -> str:
 
 def run_settings(run: Run) -> dict[str, Any]:
     """Group choices (keyed ``name=``, at their package) and config leaves, less NOT_SETTINGS."""
-    choices = {
-        f"{path}=": choice
-        for name, choice in run.choices.items()
-        if not _skipped(path := name.split("@", 1)[1] if "@" in name else name.replace("/", "."))
-    }
-    leaves = flatten(run.config or {}).items()
-    return choices | {key: value for key, value in leaves if not _skipped(key)}
-
-
-def _skipped(key: str) -> bool:
-    return any(is_under(key, skip) for skip in NOT_SETTINGS)
+    package = {name: name.split("@", 1)[-1].replace("/", ".") for name in run.choices}
+    settings = {f"{package[name]}=": value for name, value in run.choices.items()}
+    settings |= flatten(run.config or {})
+    return {key: value for key, value in settings.items() if not NOT_SETTINGS.match(key)}
 
 
 def setting_caveats(runs: Iterable[Run], by: str | None = None) -> list[str]:
