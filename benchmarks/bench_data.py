@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lovaszseg.data import DeepGlobeRoadDataModule, EvalPreset, TrainPreset
+from lovaszseg.data.synthetic import SyntheticRoads
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_data.json"
 
@@ -38,7 +39,7 @@ def road_datamodule(
         crop_size=768,
         train_transform=TrainPreset(crop_size=768, scale_min=0.5, scale_max=2.0, scale_step=0.25),
         eval_transform=EvalPreset(),
-        synthetic={"num_train": images, "num_val": 1, "image_size": 1024},
+        synthetic=SyntheticRoads(num_train=images, num_val=1, image_size=1024),
     )
     dm.setup()
     return dm
