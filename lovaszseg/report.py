@@ -124,7 +124,7 @@ def build_report(args: argparse.Namespace) -> tuple[Report, list[dict[str, Any]]
 
 
 def print_table(console: Console, table: Table) -> None:
-    """Wrapped to the console's width, or wider where a word would otherwise be cut short."""
+    """Wrapped to the console's width, or wider: a number cut short would mislead."""
     rich = to_rich(table, console.width)
     words = Measurement.get(console, console.options.update_width(10_000), rich).minimum
     (console if words <= console.width else Console(width=words)).print(rich)

@@ -22,6 +22,7 @@ from lovaszseg.runs import contract
 MAX_CLASS_COLUMNS = 5
 """Beyond this many classes, per-class IoU has its own table."""
 NA = "n/a"
+STOPPING = "at the last epoch vs stopping"
 
 READING_GUIDE = (
     "Each run is scored by its best `{metric}` over its epochs. Groups show mean ± sample "
@@ -110,11 +111,10 @@ def panel_tables(panel: dict[str, Any], heading: str | None, metric: str) -> lis
         ranking_table(panel, metric, suffix),
         _by_class("Per-class IoU (%)" + suffix, classes, apart, _iou),
         _by_class(f"Per-class IoU Δ vs {base} (pp, Δ/σ){suffix}", classes, compared, _delta),
-        paired_table(panel, metric, suffix),
-        _paired_by_class(panel, f"vs {base}", "baseline", suffix),
-        paired_table(panel, metric, suffix, against="stopping"),
-        _paired_by_class(panel, "at the last epoch vs stopping", "stopping", suffix),
     ]
+    for against, versus in (("baseline", f"vs {base}"), ("stopping", STOPPING)):
+        tables += [paired_table(panel, metric, versus, against, suffix)]
+        tables.append(_paired_by_class(panel, versus, against, suffix))
     return [table for table in tables if table is not None]
 
 
@@ -142,7 +142,7 @@ def ranking_table(panel: dict[str, Any], metric: str, suffix: str) -> Table:
 
 
 def paired_table(
-    panel: dict[str, Any], metric: str, suffix: str, against: str = "baseline"
+    panel: dict[str, Any], metric: str, versus: str, against: str, suffix: str
 ) -> Table | None:
     """Each group paired by seed with the baseline or with stopping; None when none pairs up."""
     paired = [(g["label"], t) for g in panel["groups"] if (t := g.get(f"paired_vs_{against}"))]
@@ -161,12 +161,9 @@ def paired_table(
         for label, test in paired
     ]
     guide = paired_guide(test["n"] for _, test in paired)
-    if against == "stopping":
-        title = f"Paired by seed: Δ {metric} at the last epoch vs stopping{suffix}"
-        guide = STOPPING_GUIDE + " " + guide
-    else:
-        title = f"Paired by seed: Δ {metric} vs {panel['baseline']}{suffix}"
+    guide = f"{STOPPING_GUIDE} {guide}" if against == "stopping" else guide
     guide += " " + HOLM_GUIDE if any("p_holm" in test for _, test in paired) else ""
+    title = f"Paired by seed: Δ {metric} {versus}{suffix}"
     return Table(title, pd.DataFrame(rows), label_column=0, guide=guide)
 
 
