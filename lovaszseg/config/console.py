@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
 
 from lovaszseg.runs import contract
 
@@ -47,9 +48,12 @@ first one set, in this order."""
 
 def refusal(error: BaseException) -> BaseException | None:
     """The REFUSALS error raised by the project's own code (its innermost frame is in lovaszseg)
-    that ``error`` is or wraps (Hydra's instantiate wraps what a ``_target_`` raises), or None."""
+    that ``error`` is or wraps (Hydra's instantiate wraps what a ``_target_`` raises), or None.
+    A config value left ``???`` (``ckpt_path`` not given) is the user's to give: a refusal too."""
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
         return refusal(error.__cause__)
+    if isinstance(error, MissingMandatoryValue):
+        return ValueError(f"{error.full_key} is required: add {error.full_key}=... to the command")
     if not isinstance(error, REFUSALS) or error.__traceback__ is None:
         return None
     innermost = traceback.extract_tb(error.__traceback__)[-1]
