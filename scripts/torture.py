@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from lovaszseg.reporting.metrics_csv import read_curves
+from lovaszseg.reporting.runs import read_curves
 from lovaszseg.runs.faults import FAULT_ENV
 from lovaszseg.runs.resume import unfinished_writes
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lovaszseg.reporting.metrics_csv import read_curves
-from lovaszseg.reporting.runs import find_run_dirs, load_run, load_runs
+from lovaszseg.reporting.runs import find_run_dirs, load_run, load_runs, read_curves
 from tests.reporting.fakes import metric_rows, road_curve, write_metrics_csv, write_run, write_sweep
 
 
