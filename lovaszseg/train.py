@@ -61,6 +61,11 @@ def run_facts(cfg: DictConfig, task: str) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit one model as configured; returns the best ``val/mIoU`` (rank zero) or ``None``."""
+    check_config_types(cfg)
+    refuse_one_run_of_a_sweep(group_choices()["experiment"])
+    if cfg.init_from and cfg.ckpt_path:
+        raise ValueError("set init_from (a new run from weights) or ckpt_path (resume), not both")
+    # only a config that passed the checks above waits for Lightning to load
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -68,10 +73,6 @@ def train(cfg: DictConfig) -> float | None:
     from lovaszseg.config.trainer import build_trainer, instantiate_all
     from lovaszseg.runs.resume import resolve_resume
 
-    check_config_types(cfg)
-    refuse_one_run_of_a_sweep(group_choices()["experiment"])
-    if cfg.init_from and cfg.ckpt_path:
-        raise ValueError("set init_from (a new run from weights) or ckpt_path (resume), not both")
     output_dir = Path(cfg.paths.output_dir)
     resume_from = resolve_resume(cfg.ckpt_path, cfg.auto_resume, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
