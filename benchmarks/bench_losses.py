@@ -196,6 +196,18 @@ def _child(args: list[str], memory: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _revision() -> str:
+    """The commit the timed lovaszseg was checked out at ("+changes" when its files differ), so
+    that a results file says what "now" was."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout
+
+    changed = git("status", "--porcelain", "--", "lovaszseg/losses").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + (" +changes" if changed else "")
+
+
 def _extract_losses(revision: str) -> str:
     """``lovaszseg/losses`` at ``revision``, as the package ``lovaszseg_before`` in a temporary
     folder (returned): its relative imports make it importable beside today's."""
@@ -371,6 +383,7 @@ def main() -> None:
         "rounds": rounds,
         "torch": torch.__version__,
         "lovaszseg_kernel": "pytorch" if os.environ.get("LOVASZSEG_NATIVE") == "0" else "c",
+        "revision": _revision(),
         "before": args.before,
         "rows": rows,
     }
