@@ -650,14 +650,15 @@ int lovasz_softmax_backward(const float *p, int64_t B, int64_t C, int64_t S, int
 
 /* exp(x) for x <= 0 (Cephes' expf: Cody-Waite reduction and a degree-6 polynomial, within a
  * few ulp), flushed to 0 below the smallest normal float, NaN for NaN (a NaN or infinite logit
- * makes its pixel's probabilities NaN, as torch.softmax does; converting NaN to an integer
- * would be undefined); branch-free so that it vectorises. */
+ * makes its pixel's probabilities NaN, as torch.softmax does); branch-free so that it
+ * vectorises. A NaN passes through every step unchanged: the power of two is read from the
+ * bits of the rounding sum, never by converting a float to an integer (undefined for NaN). */
 static inline float exp_nonpositive(float x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds */
-    int nan = x != x;
     float tiny = x < -87.33654f;
-    x = x < -87.33654f ? -87.33654f : (nan ? 0.0f : x);
-    float n = (x * 1.44269504089f + magic) - magic;
+    x = x < -87.33654f ? -87.33654f : x;
+    float rounded = x * 1.44269504089f + magic; /* magic + n, n = round(x / ln 2) in [-126, 0] */
+    float n = rounded - magic;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -667,10 +668,13 @@ static inline float exp_nonpositive(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t rounded_bits, magic_bits; /* magic + n and magic share their exponent: n = the difference */
+    memcpy(&rounded_bits, &rounded, 4);
+    memcpy(&magic_bits, &magic, 4);
+    uint32_t bits = (rounded_bits - magic_bits + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, 4);
-    return nan ? NAN : (tiny ? 0.0f : p * scale);
+    return tiny ? 0.0f : p * scale;
 }
 
 #define SOFTMAX_CHUNK 256
