@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[yellow]note:[/] {note}")
     if report.summary["incomplete_runs"]:
         print_table(console, incomplete_table(report))
+    for path in report.summary.get("failed_before_training", []):
+        console.print(f"[yellow]left out, failed before training:[/] {path}")
     for search in searches:
         console.print(f"optuna {describe(search)}")
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")

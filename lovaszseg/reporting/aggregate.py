@@ -117,8 +117,16 @@ def summarise(
 ) -> Report:
     """Score, group, rank and compare ``runs`` in panels that are never pooled (data, metric
     definition, arm, ``--by``); with arms, ``baseline`` is each arm's own group of that loss."""
+    # A run that failed before logging the metric (a refused config, missing data) trained
+    # nothing to compare: it is named apart, not counted in any group or its setting notes.
+    refused = [
+        str(r.path) for r in runs if r.status == contract.FAILED and not r.curves.get(metric)
+    ]
+    runs = [run for run in runs if str(run.path) not in refused]
     if not runs:
-        raise ValueError("no runs to report on")
+        raise ValueError(
+            "no runs to report on" + (" (every run failed before training)" if refused else "")
+        )
     _check_metric_logged(runs, metric)
     labels, pool = grouping.loss_labels(runs), grouping.pools(runs)
     keys = {
@@ -143,6 +151,7 @@ def summarise(
         raise ValueError(f"--baseline {baseline!r}: no such loss group; the groups are {known}")
     incomplete = [str(r.path) for r in runs if not r.complete]
     summary = {"metric": metric, "by": by, "panels": panels, "incomplete_runs": incomplete}
+    summary |= {"failed_before_training": refused} if refused else {}
     return Report(summary, headings, {str(r.path): r for r in runs})
 
 

@@ -23,6 +23,7 @@ MAX_CLASS_COLUMNS = 5
 """Beyond this many classes, per-class IoU has its own table."""
 NA = "n/a"
 STOPPING = "at the last epoch vs stopping"
+FAILED_BEFORE_TRAINING = "Left out, failed before training (a refused config, missing data)"
 
 READING_GUIDE = (
     "Each run is scored by its best `{metric}` over its epochs. Groups show mean ± sample "
@@ -77,7 +78,10 @@ def render_markdown(
             lines.append(to_markdown(table))
         lines += ["", *(f"- {note}" for note in panel["notes"])] if panel["notes"] else []
     if report.summary["incomplete_runs"]:
-        lines += ["", "## Incomplete runs", "", to_markdown(incomplete_table(report))]
+        table = incomplete_table(report)
+        lines += ["", f"## {table.title}", "", to_markdown(table)]
+    if refused := report.summary.get("failed_before_training"):
+        lines += ["", f"{FAILED_BEFORE_TRAINING}:", "", *(f"- `{path}`" for path in refused)]
     if searches:
         lines += ["", "## Optuna searches", "", *(f"- {describe(s)}" for s in searches)]
     return "\n".join(lines) + "\n"

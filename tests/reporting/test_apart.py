@@ -90,7 +90,8 @@ def test_failed_running_and_cut_short_runs_are_named_so_and_not_counted(tmp_path
     contract.write_results(
         refused / "results.json", {"status": "failed", "error": "ValueError: data.batch_size"}
     )
-    (panel,) = report_of(tmp_path)["panels"]
+    summary = report_of(tmp_path)
+    (panel,) = summary["panels"]
     (group,) = panel["groups"]
     statuses = {r["path"].rsplit("/", 1)[1]: (r["status"], r["counted"]) for r in group["runs"]}
     assert statuses == {
@@ -99,14 +100,24 @@ def test_failed_running_and_cut_short_runs_are_named_so_and_not_counted(tmp_path
         "running": ("running", False),
         "stopped": ("incomplete", False),
         "dead": ("incomplete", False),
-        "refused": ("failed", False),
     }
+    # refused before training: named apart, in no group (not a "+1"), in no setting note
+    assert summary["failed_before_training"] == [str(refused)]
+    assert (group["n"], group["n_incomplete_left_out"]) == (1, 4)
     assert group["best"]["values"] == [0.70]
-    listed = (tmp_path / "out" / "report.md").read_text().split("## Incomplete runs")[1]
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "5 runs (4 incomplete)" in markdown  # not completed, each with its status below
+    listed, refused_note = markdown.split("## Incomplete runs")[1].split("Left out, failed")
     rows = [[cell.strip() for cell in line.split("|")] for line in listed.splitlines()]
-    named = {"failed": "failed", "running": "running", "stopped": "incomplete", "refused": "failed"}
+    named = {
+        "failed": "failed",
+        "running": "running",
+        "stopped": "incomplete",
+        "dead": "incomplete",
+    }
     for name, status in named.items():
         assert any(str(runs / name) in row and status in row for row in rows), name
+    assert str(refused) not in listed and f"- `{refused}`" in refused_note
 
 
 @pytest.mark.parametrize(
