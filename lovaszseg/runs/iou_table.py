@@ -24,7 +24,8 @@ def iou_table(title: str, columns: Mapping[str, Mapping[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("class")
     for label, entry in columns.items():
-        table.add_column(f"{label} (epoch {entry[contract.EPOCH]}) IoU %", justify="right")
+        # results.json keeps Lightning's 0-based epoch; people (and the epoch log) count from 1
+        table.add_column(f"{label} (epoch {entry[contract.EPOCH] + 1}) IoU %", justify="right")
     per_class = contract.PER_CLASS_IOU
     class_names = next(iter(columns.values()))[per_class] if columns else {}
     for name in class_names:

@@ -40,3 +40,17 @@ def test_a_one_epoch_run_reads_1_of_1():
 
 def test_a_run_without_an_epoch_limit_shows_no_total():
     assert line_after(4, -1, [{"epoch": 4, "val/mIoU": 0.5}]).startswith("epoch 5 step 10 |")
+
+
+def test_the_iou_table_names_epochs_from_1_as_the_log_lines_do():
+    from rich.console import Console
+
+    from lovaszseg.runs.iou_table import iou_table
+
+    best = {"epoch": 1, "val/mIoU": 0.7, "per_class_iou": {"background": 0.9, "road": 0.5}}
+    final = {"epoch": 2, "val/mIoU": 0.6, "per_class_iou": {"background": 0.9, "road": None}}
+    console = Console(width=120, record=True)
+    console.print(iou_table("run", {"best": best, "final": final}))
+    text = console.export_text()
+    assert "best (epoch 2) IoU %" in text and "final (epoch 3) IoU %" in text
+    assert "50.00" in text and "—" in text  # road's IoU, and a class absent from both
