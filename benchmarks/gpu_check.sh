@@ -2,8 +2,8 @@
 # The GPU acceptance check of the losses and the framework, in one go (under 8 minutes on one
 # H100/H200):
 #   1. bench      bench_losses.py on the device against smp and CE/BCE, every case, with
-#                 5. peak memory against smp (in the same table); again without the Triton
-#                 kernels (LOVASZSEG_TRITON=0), which are kept only where they are faster
+#                 5. peak memory against smp (in the same table), with the Triton kernels
+#                 (LOVASZSEG_TRITON=1) and without (the default until they measure faster)
 #   2. parity     the device's loss and gradient against the CPU kernel's, every mode
 #   3. sync       no host sync in the losses' forward+backward with checks="async"
 #   4. train      the main job on the GPU in bf16-mixed for a few epochs, then with compile=true;
@@ -71,9 +71,10 @@ part() {  # part NAME SECONDS COMMAND...: runs it under a time limit, logs it, r
 }
 
 run_dir=$work/train_bf16
-part bench 150 "$python" benchmarks/bench_losses.py "${bench[@]}" \
+part bench 150 env LOVASZSEG_TRITON=1 "$python" benchmarks/bench_losses.py "${bench[@]}" \
   --out "$results/bench_losses_$device.json"
-# The same cases without the Triton prologue and epilogue: they stay only where they are faster.
+# The same cases without the Triton prologue and epilogue (the default until these figures show
+# the kernels faster).
 part bench_no_triton 120 env LOVASZSEG_TRITON=0 "$python" benchmarks/bench_losses.py \
   "${bench[@]}" --no-memory --out "$results/bench_losses_${device}_no_triton.json"
 part parity 60 "$python" benchmarks/gpu_parity.py --device "$device" "${parity[@]}" \

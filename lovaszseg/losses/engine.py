@@ -16,9 +16,9 @@ once, in four functions with the paper's names:
 
 Every tensor has a shape known from the input's shape, and nothing is read back to the host, so
 a call is a fixed sequence of kernels on a GPU and one graph for ``torch.compile``. On CUDA, in
-eager mode, Triton kernels (``engine_triton``) replace the prologue and the epilogue, each one
-pass where PyTorch chains several elementwise kernels; ``LOVASZSEG_TRITON=0`` keeps these
-PyTorch versions, whose tensor contracts (in their docstrings) the kernels follow.
+eager mode and with ``LOVASZSEG_TRITON=1``, Triton kernels (``engine_triton``) replace the
+prologue and the epilogue, each one pass where PyTorch chains several elementwise kernels; they
+follow these PyTorch versions' tensor contracts (in their docstrings).
 
 The tie rule, shared with the C kernel (``_native.c``): at equal errors foreground pixels come
 first, then pixels in their order along the row. The order of tied pixels does not change the

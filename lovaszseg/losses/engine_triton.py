@@ -5,7 +5,8 @@ The sort stays ``torch.sort`` (CUB's radix sort).
 
 Same contracts as ``engine.sort_keys`` and ``engine.lovasz_grad`` (their docstrings), for float32
 errors and rows shorter than 2^30 pixels; ``usable`` says when they apply. Optional: without
-Triton, off CUDA, or with ``LOVASZSEG_TRITON=0`` the engine keeps its PyTorch versions. With
+Triton, off CUDA, or unless ``LOVASZSEG_TRITON=1`` the engine keeps its PyTorch versions: they
+are opt-in until ``benchmarks/gpu_check.sh`` (which times both) shows them faster on a GPU. With
 ``TRITON_INTERPRET=1`` they also run on CPU tensors (Triton's interpreter), which is how CI tests
 them.
 """
@@ -23,7 +24,7 @@ _MAX_LENGTH = 2**30  # the engine counts in int32 below this row length, as here
 
 
 def _enabled() -> bool:
-    value = os.environ.get("LOVASZSEG_TRITON", "1")
+    value = os.environ.get("LOVASZSEG_TRITON", "0")
     if value not in ("0", "1"):
         raise ValueError(f"LOVASZSEG_TRITON must be 0 or 1, got {value!r}")
     return value == "1" and importlib.util.find_spec("triton") is not None
@@ -31,7 +32,7 @@ def _enabled() -> bool:
 
 def usable(errors: torch.Tensor) -> bool:
     """Whether the kernels cover rows of ``errors`` [R, L]: float32 on CUDA (or on CPU under
-    Triton's interpreter), rows shorter than 2^30, Triton installed and not turned off."""
+    Triton's interpreter), rows shorter than 2^30, Triton installed and turned on."""
     on_device = errors.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
     return (
         on_device

@@ -53,13 +53,16 @@ def test_the_triton_prologue_and_epilogue_are_the_engines():
         assert result["grad_max_rel"] <= 1e-6, (shape, result)
 
 
-def test_usable_only_for_float32_rows_and_when_not_turned_off(monkeypatch):
+def test_usable_only_for_float32_rows_and_when_turned_on(monkeypatch):
     import torch
 
     from lovaszseg.losses import engine_triton
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     rows = torch.zeros(2, 8)
+    monkeypatch.delenv("LOVASZSEG_TRITON", raising=False)
+    assert not engine_triton.usable(rows)  # opt-in until a GPU measures them faster
+    monkeypatch.setenv("LOVASZSEG_TRITON", "1")
     assert engine_triton.usable(rows)
     assert not engine_triton.usable(rows.double())
     monkeypatch.setenv("LOVASZSEG_TRITON", "0")
