@@ -26,8 +26,26 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}×"
 
 
+def _before_table(result: dict[str, Any]) -> list[str]:
+    """``bench_losses.py --before REV``: today's losses against a revision's, interleaved."""
+    lines = [
+        f"| case | lovaszseg ms | {result['before']} ms | now / before | per process |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        ms, spread = row["median_ms"], row["per_process_lovaszseg_over_before"]
+        cells = [row["title"], _ms(ms["lovaszseg"]), _ms(ms["before"])]
+        cells += [f"{row['lovaszseg_over_before']:.2f}", f"{min(spread):.2f}–{max(spread):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"*{result['device_name']}; {result['threads']} threads, "
+              f"{result['processes']} processes × {result['rounds']} rounds.*"]  # fmt: skip
+    return lines
+
+
 def _losses_table(result: dict[str, Any]) -> list[str]:
     """``bench_losses.py``: one row per case, medians of forward + backward."""
+    if result.get("before"):
+        return _before_table(result)
     peaks = any(row.get("peak_mb") for row in result["rows"])
     header = "| case | CE/BCE ms | lovaszseg ms | smp ms | lovaszseg / CE | smp / lovaszseg |"
     rule = "|---|---:|---:|---:|---:|---:|"
