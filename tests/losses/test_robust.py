@@ -209,6 +209,23 @@ def test_an_ignore_index_inside_the_label_range_is_still_ignored():
     assert lovasz_hinge(logits, binary, ignore_index=0).item() == expected.item()
 
 
+def test_an_ignore_index_the_label_dtype_cannot_hold_ignores_nothing():
+    """uint8 void pixels (255) with ignore_index=-1: -1 must not wrap to 255 in the comparison
+    (which would silently ignore them); they are refused as labels out of range, by both the
+    kernel and the engine (the conftest runs it on both)."""
+    logits, labels = _inputs(seed=3)
+    labels = labels.to(torch.uint8)
+    with pytest.raises(
+        ValueError, match=r"labels contain \[255\] outside \[0, 4\).*ignore_index=-1"
+    ):
+        lovasz_softmax(logits.softmax(1), labels, ignore_index=-1)
+    binary = labels.clamp(max=1).masked_fill(labels == IGNORE, IGNORE)
+    with pytest.raises(
+        ValueError, match=r"labels contain \[255\] outside \[0, 2\).*ignore_index=-1"
+    ):
+        lovasz_hinge(logits[:, 0], binary, ignore_index=-1)
+
+
 def test_the_reference_keyword_ignore_is_ignore_index():
     """The authors' demos call ``lovasz_softmax(out, labels, ignore=255)``."""
     g = torch.Generator().manual_seed(11)
