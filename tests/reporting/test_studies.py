@@ -126,3 +126,21 @@ def test_plateau_study_reports_are_reproduced_from_their_runs(
     assert baseline_group["label"] == baseline
     labels = [label for label, _n in seed_counts(modes)[None]]
     assert len(labels) == 4 and all(label.startswith(f"{baseline} → ") for label in labels)
+    if (folder / "arms").is_dir():  # both continuation arms, each against its own control
+        arms = remade_report(
+            folder / "arms",
+            [
+                *(str(folder / "runs" / arm) for arm in ("modes", "continued")),
+                *("--baseline", f"{baseline} → {baseline}", "--holm"),
+                *("--continued-from", str(folder / "runs" / "baseline")),
+            ],
+            tmp_path / "arms",
+        )
+        assert sorted(panel["by_value"] for panel in arms["panels"]) == [
+            "arm=continued",
+            "arm=restart",
+        ]
+        for panel in arms["panels"]:
+            arm = panel["by_value"].removeprefix("arm=")
+            assert panel["baseline"] == f"{baseline} → {baseline} ({arm})"
+            assert [g["n"] for g in panel["groups"]] == [baseline_group["n"]] * 4  # every seed
