@@ -23,6 +23,7 @@ from lovaszseg.reporting.aggregate import Report, summarise
 from lovaszseg.reporting.paired import compare_to_stopping, correct_panel
 from lovaszseg.reporting.plot import plot_curves
 from lovaszseg.reporting.render import (
+    FAILED_BEFORE_TRAINING,
     Table,
     describe,
     incomplete_table,
@@ -145,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[yellow]note:[/] {note}")
     if report.summary["incomplete_runs"]:
         print_table(console, incomplete_table(report))
-    for path in report.summary.get("failed_before_training", []):
-        console.print(f"[yellow]left out, failed before training:[/] {path}")
+    if refused := report.summary.get("failed_before_training"):
+        console.print(f"[yellow]{FAILED_BEFORE_TRAINING}:[/] " + ", ".join(refused))
     for search in searches:
         console.print(f"optuna {describe(search)}")
     console.print(f"wrote {FIGURE_NAME}, report.md, report.json to {args.out or args.dirs[0]}")
