@@ -69,11 +69,15 @@ def labels_in_range(
     """Integer labels lie in ``[0, num_classes)`` or are ``ignore_index`` (bool labels always do)."""
     if labels.dtype == torch.bool:
         return None
-    # Compared with a Python int, a narrow tensor would wrap it to its own type (256 as uint8
-    # is 0), so the labels are widened first.
-    labels = labels.long()
-    ok = (labels >= 0) & (labels < num_classes)
-    if ignore_index is not None:
+    # Compared with a Python int, a narrow tensor wraps it to its own type (256 as uint8 is 0),
+    # so a bound the dtype cannot hold is settled here rather than compared: no label reaches a
+    # num_classes above the dtype's max, and none equals an ignore_index outside its range. The
+    # labels are never widened (an int64 copy is 8x a uint8 batch).
+    info = torch.iinfo(labels.dtype)
+    ok = labels >= 0 if info.min < 0 else torch.ones_like(labels, dtype=torch.bool)
+    if num_classes <= info.max:
+        ok &= labels < num_classes
+    if ignore_index is not None and info.min <= ignore_index <= info.max:
         ok |= labels == ignore_index
 
     def explain():

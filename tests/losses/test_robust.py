@@ -226,6 +226,36 @@ def test_an_ignore_index_the_label_dtype_cannot_hold_ignores_nothing():
         lovasz_hinge(logits[:, 0], binary, ignore_index=-1)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "num_classes", "ignore_index", "bad"),
+    [
+        (torch.uint8, 300, None, []),  # every uint8 value is below 300: nothing out of range
+        (torch.uint8, 4, 256, [100, 255]),  # 256 would wrap to 0 as uint8; no uint8 label equals it
+        (torch.int8, 200, None, [-3, -1]),  # 200 would wrap to -56 as int8
+        (torch.int8, 4, -1, [-3, 100]),
+        (torch.int16, 4, 40000, [-3, -1, 100, 255, 256]),
+        (torch.int32, 256, 255, [-3, -1, 256, 40000]),
+    ],
+)
+def test_label_range_check_in_the_labels_own_dtype(dtype, num_classes, ignore_index, bad):
+    """The range check compares narrow labels without widening them, and a bound their dtype
+    cannot hold must neither wrap nor fail: the values found out of range are exactly those
+    outside [0, num_classes) that are not ignore_index, computed here on int64."""
+    from lovaszseg.losses.checks import labels_in_range
+
+    values = torch.tensor([0, 1, 3, -1, -3, 100, 255, 256, 40000])
+    info = torch.iinfo(dtype)
+    values = values[(values >= info.min) & (values <= info.max)]
+    check = labels_in_range(values.to(dtype).reshape(1, -1), num_classes, ignore_index)
+    outside = (values < 0) | (values >= num_classes)
+    if ignore_index is not None:
+        outside &= values != ignore_index
+    assert sorted(values[outside].tolist()) == bad
+    assert bool(check.fine) is not bool(bad)
+    if bad:
+        assert f"contain {bad} outside [0, {num_classes})" in check.explain()
+
+
 def test_the_reference_keyword_ignore_is_ignore_index():
     """The authors' demos call ``lovasz_softmax(out, labels, ignore=255)``."""
     g = torch.Generator().manual_seed(11)
