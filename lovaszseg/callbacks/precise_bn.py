@@ -27,11 +27,19 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
 def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
     """Reset every BatchNorm's running mean / var to their average over ``images`` batches.
 
-    Returns the number of batches used (0 leaves the statistics untouched).
+    Returns the number of batches used (0 leaves the statistics untouched). The forward passes
+    run in training mode, so dropout draws masks; they draw from a fork of the global generators,
+    which come back as they were: how often a run validates does not change what it trains.
     """
     norms = [m for m in batchnorm_layers(model) if m.track_running_stats]
     if not norms:
         return 0
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        return _recalibrate(model, norms, images)
+
+
+def _recalibrate(model: nn.Module, norms: list[nn.Module], images: Iterable[torch.Tensor]) -> int:
     was_training = model.training
     momenta = [m.momentum for m in norms]
     saved = [
