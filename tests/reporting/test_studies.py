@@ -102,6 +102,8 @@ PLATEAU_STUDIES = [
         ("voc_modes/pilot_50_epochs", "ce"),
         ("voc_modes/pilot_50_epochs_power2", "ce"),
         ("voc_modes/pilot_72_epochs", "ce"),
+        # VOC's first 96-epoch version: the restart arm alone, at code before 5430930
+        ("voc_modes/first_96_epochs", "ce"),
     )
 ]
 
