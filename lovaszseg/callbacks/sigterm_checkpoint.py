@@ -11,12 +11,21 @@ Lightning's own SIGTERM handler is replaced while training runs (its original ha
 back when the Trainer tears down): it broadcasts from inside the signal handler, which meets
 whatever collective the other ranks are in at that moment and can hang a multi-process job
 until SLURM kills it.
+
+Under submitit (``hydra/launcher=slurm``) a job nearing its time limit, or preempted, gets
+submitit's signal (SIGUSR2) first: its handler requeues the job and then exits rank zero at once,
+wherever it is, in the middle of a collective or a checkpoint save. The other ranks then fail in
+their next collective, and the work since the last epoch's ``last.ckpt`` is lost. While training
+runs, that exit is turned into the same stop as SIGTERM (which SLURM sends every task on the
+requeue anyway): submitit still requeues, every rank saves ``last.ckpt`` at the next batch end.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
@@ -28,6 +37,22 @@ from lovaszseg.runs.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[int, FrameType | None], object]
+
+
+def submitit_requeue_handler() -> tuple[int, Handler] | None:
+    """The signal submitit's requeue handler is installed on, and that handler; ``None`` outside
+    a submitit job (submitit is loaded only there, so this never imports it)."""
+    job_environment = sys.modules.get("submitit.core.job_environment")
+    if job_environment is None:
+        return None
+    # submitit's signal is SIGUSR2 unless its SUBMITIT_PREEMPT_SIGNAL names another
+    signum = getattr(job_environment.JobEnvironment, "_usr_sig", lambda: signal.SIGUSR2)()
+    handler = signal.getsignal(signum)
+    if not isinstance(getattr(handler, "__self__", None), job_environment.SignalHandler):
+        return None
+    return signum, handler
+
 
 class CheckpointOnSigterm(pl.Callback):
     """On SIGTERM during fit, save ``<dirpath>/<filename>.ckpt`` at the next batch end and stop."""
@@ -35,13 +60,31 @@ class CheckpointOnSigterm(pl.Callback):
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.target = Path(dirpath) / f"{filename}.ckpt"
         self.received = False
+        self._submitit: tuple[int, Handler] | None = None
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
 
+    def _requeue_then_stop(self, signum: int, frame: FrameType | None) -> None:
+        """submitit's handler (it requeues the job on rank zero), without its exit: stop at the
+        next batch end instead. Its refusal to requeue (timed out too often) still raises."""
+        assert self._submitit is not None
+        try:
+            self._submitit[1](signum, frame)
+        except SystemExit:
+            self.received = True
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = False
         signal.signal(signal.SIGTERM, self._note)
+        self._submitit = submitit_requeue_handler()
+        if self._submitit is not None:
+            signal.signal(self._submitit[0], self._requeue_then_stop)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._submitit is not None:
+            signal.signal(*self._submitit)
+            self._submitit = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.received, all=False):

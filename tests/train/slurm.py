@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytorch_lightning as pl
+
+ROOT = Path(__file__).resolve().parents[2]
 # 2 tasks of 1 CPU each (the local cluster has nproc CPUs), little memory, a short time limit
 SLURM_CPU_JOB = (
     "hydra/launcher=slurm",
@@ -55,23 +58,58 @@ def scontrol(*arguments: str) -> None:
     subprocess.run(["scontrol", *arguments], check=True, timeout=30)
 
 
+def job_state(job_id: str) -> str:
+    """The job's state, finished ones included (squeue leaves those out unless asked)."""
+    command = ["squeue", "--noheader", "--format=%T", "--states=all", "--jobs", job_id]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+FINISHED = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY"}
+
+
 def release_when_requeued(job_id: str, *updates: str, within_s: float = 300) -> None:
     """Wait until the requeued job is pending again, then start it at once (SLURM holds a requeued
     job back for two minutes, its BeginTime), applying ``updates`` (``Key=value``) on the way."""
     deadline = time.monotonic() + within_s
-    while squeue(job_id, "%T") != "PENDING":
-        assert time.monotonic() < deadline, f"job {job_id} was not requeued within {within_s} s"
+    while (state := job_state(job_id)) != "PENDING":
+        assert state not in FINISHED, f"job {job_id} ended {state} instead of being requeued"
+        assert time.monotonic() < deadline, (
+            f"job {job_id} was not requeued within {within_s} s (it is {state or 'unknown'})"
+        )
         time.sleep(0.5)
     scontrol("update", f"JobId={job_id}", *updates, "StartTime=now")
+    # an update reaching SLURM before the node has finished with the old try schedules nothing,
+    # and the next scheduling pass can be a minute away: ask again until the job starts
+    while job_state(job_id) == "PENDING":
+        assert time.monotonic() < deadline, f"job {job_id} did not start again within {within_s} s"
+        time.sleep(2)
+        # not checked: the job may have started since (SLURM then refuses a StartTime)
+        command = ["scontrol", "update", f"JobId={job_id}", "StartTime=now"]
+        subprocess.run(command, capture_output=True, timeout=30)
+
+
+class SlowFirstTry(pl.Callback):
+    """Sleeps ``seconds`` after every training epoch of a job's first try (SLURM sets
+    ``SLURM_RESTART_COUNT`` on a requeued one), so that the job is still training when a signal
+    comes that SLURM sends only at its next check of time limits (every 30 s)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+            time.sleep(self.seconds)
 
 
 @contextlib.contextmanager
 def sweep_in_background(cwd: Path, *overrides: str, timeout_s: float = 900) -> Iterator[Callable]:
     """A ``lovaszseg.train --multirun`` on SLURM running in ``cwd`` while the test acts on its
     job. Yields ``wait_until(ready, what)``: poll ``ready()`` until it holds. On leaving, waits
-    for the sweep and asserts it succeeded; kills it if the test failed first."""
+    for the sweep and asserts it succeeded; kills it if the test failed first. The jobs can
+    import ``tests`` (a callback of the tests named in ``overrides``)."""
     command = [sys.executable, "-m", "lovaszseg.train", "--multirun", *overrides]
     env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     sweep = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

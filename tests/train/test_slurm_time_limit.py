@@ -4,11 +4,13 @@ takes).
 
 submitit asks SLURM for ``--signal=USR2@<signal_delay_s>``: that long before the limit SLURM
 sends SIGUSR2, submitit's handler in the first task finds the job timed out, requeues it
-(``scontrol requeue``, which also sends the tasks SIGTERM), and the same batch script runs again
-in the same run folder, where ``auto_resume=true`` picks up ``last.ckpt``. The limit is cut short
-once training is under way (``scontrol update TimeLimit``): SLURM may signal up to a minute
-before the time asked for, and a signal during the first try's imports, before submitit's handler
-exists, would only kill the job. ``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``);
+(``scontrol requeue``, which also sends the tasks SIGTERM), every rank saves ``last.ckpt`` at the
+next batch end and stops, and the same batch script runs again in the same run folder, where
+``auto_resume=true`` picks up ``last.ckpt``. The limit is cut short once training is under way
+(``scontrol update TimeLimit``): SLURM may signal up to a minute before the time asked for, and a
+signal during the first try's imports, before submitit's handler exists, would only kill the job.
+SLURM looks at time limits every 30 s, so the first try's epochs are slowed down
+(``SlowFirstTry``) to be sure it is still training then. ``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``);
 elsewhere the test skips unless ``srun`` answers.
 """
 
@@ -22,6 +24,7 @@ import torch
 from tests.train.entry import FAST, epochs_with, metric_rows, results
 from tests.train.slurm import (
     SLURM_CPU_JOB,
+    SlowFirstTry,
     release_when_requeued,
     scontrol,
     squeue,
@@ -74,6 +77,8 @@ def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir,
         "hydra.launcher.max_num_timeout=2",
         f"trainer.max_epochs={EPOCHS}",
         "auto_resume=true",
+        f"+callbacks.slow_first_try._target_={SlowFirstTry.__module__}.{SlowFirstTry.__name__}",
+        "+callbacks.slow_first_try.seconds=2",
     )
     with sweep_in_background(tmp_path, *overrides) as wait_until:
         wait_until(lambda: training_under_way(tmp_path), "its job trained an epoch")
@@ -87,7 +92,11 @@ def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir,
     assert "Caught signal SIGUSR2" in logs and "this job is timed-out" in logs, logs[-3000:]
     assert f"Requeued job {job_id}" in logs, logs[-3000:]
     (job_dir,) = sweep_dir.glob("0*")
-    assert "resuming from" in (job_dir / "train.log").read_text()
+    log = (job_dir / "train.log").read_text()
+    # the first try stopped at a batch end with last.ckpt, not on the spot in submitit's handler
+    # (rank 0 then left the others failing in their next collective)
+    assert "SIGTERM at epoch" in log and "resuming from" in log, log[-3000:]
+    assert "unexpected error" not in log, log[-3000:]
 
     summary = results(job_dir)
     assert (summary["status"], summary["world_size"]) == ("completed", 2)

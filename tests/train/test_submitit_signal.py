@@ -1,0 +1,90 @@
+"""submitit's time-out signal during training: the job is requeued, and training stops at the next
+batch end with ``last.ckpt`` (the SIGTERM path) instead of submitit's exit on the spot.
+
+submitit's own handler runs here (``SignalHandler`` with a recorded requeue); the whole path on a
+real SLURM is ``test_slurm_time_limit.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from types import SimpleNamespace
+
+import pytest
+
+from lovaszseg.callbacks.sigterm_checkpoint import CheckpointOnSigterm
+
+submitit = pytest.importorskip("submitit")
+from submitit.core.job_environment import SignalHandler  # noqa: E402
+from submitit.core.utils import JobPaths, UncompletedJobError  # noqa: E402
+
+
+class Resumable:
+    """What hydra's submitit launcher submits: a callable whose ``checkpoint`` resubmits it."""
+
+    def __call__(self) -> None: ...
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(Resumable())
+
+
+@pytest.fixture
+def submitit_job(tmp_path):
+    """submitit's handler on SIGUSR2 as in a job of rank 0 past its time, with ``timeouts_left``
+    requeues left; yields the handler and the list of requeues it asked for."""
+    previous = signal.getsignal(signal.SIGUSR2), signal.getsignal(signal.SIGTERM)
+    requeues: list[int] = []
+
+    def install(timeouts_left: int) -> SignalHandler:
+        delayed = submitit.helpers.DelayedSubmission(Resumable())
+        delayed.set_timeout(10, timeouts_left)  # a 10-minute limit: any signal is a time-out
+        env = SimpleNamespace(global_rank=0, _requeue=requeues.append)
+        handler = SignalHandler(env, JobPaths(tmp_path, job_id="7"), delayed)
+        signal.signal(signal.SIGUSR2, handler.checkpoint_and_try_requeue)
+        return handler
+
+    yield install, requeues
+    signal.signal(signal.SIGUSR2, previous[0])
+    signal.signal(signal.SIGTERM, previous[1])
+
+
+def test_the_time_out_signal_requeues_and_stops_at_the_next_batch(submitit_job, tmp_path):
+    install, requeues = submitit_job
+    handler = install(timeouts_left=2)
+    callback = CheckpointOnSigterm(tmp_path)
+    callback.on_train_start(None, None)
+
+    os.kill(os.getpid(), signal.SIGUSR2)  # submitit's exit would raise SystemExit here
+
+    assert requeues == [1] and callback.received
+    resubmitted = pickle.loads(JobPaths(tmp_path, job_id="7").submitted_pickle.read_bytes())
+    assert isinstance(resubmitted.function, Resumable)
+    callback.teardown(None, None, "fit")
+    assert signal.getsignal(signal.SIGUSR2) == handler.checkpoint_and_try_requeue
+
+
+def test_a_job_out_of_requeues_still_gets_submitits_refusal(submitit_job, tmp_path):
+    install, requeues = submitit_job
+    install(timeouts_left=0)
+    callback = CheckpointOnSigterm(tmp_path)
+    callback.on_train_start(None, None)
+
+    with pytest.raises(UncompletedJobError, match="timed-out too many times"):
+        os.kill(os.getpid(), signal.SIGUSR2)
+    assert requeues == []
+
+
+def test_outside_submitit_the_signal_is_left_alone(tmp_path):
+    previous = signal.getsignal(signal.SIGUSR2), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        callback = CheckpointOnSigterm(tmp_path)
+        callback.on_train_start(None, None)
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert callback.received
+    finally:
+        signal.signal(signal.SIGUSR2, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
