@@ -18,6 +18,8 @@ wherever it is, in the middle of a collective or a checkpoint save. The other ra
 their next collective, and the work since the last epoch's ``last.ckpt`` is lost. While training
 runs, that exit is turned into the same stop as SIGTERM (which SLURM sends every task on the
 requeue anyway): submitit still requeues, every rank saves ``last.ckpt`` at the next batch end.
+A job submitit will not requeue (timed out ``max_num_timeout`` times) stops the same way, before
+its time limit, with the reason in the log, instead of failing on the spot as a bug.
 """
 
 from __future__ import annotations
@@ -60,22 +62,27 @@ class CheckpointOnSigterm(pl.Callback):
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.target = Path(dirpath) / f"{filename}.ckpt"
         self.received = False
+        self.not_requeued: str | None = None  # submitit's reason, when it refused to requeue
         self._submitit: tuple[int, Handler] | None = None
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
 
     def _requeue_then_stop(self, signum: int, frame: FrameType | None) -> None:
-        """submitit's handler (it requeues the job on rank zero), without its exit: stop at the
-        next batch end instead. Its refusal to requeue (timed out too often) still raises."""
+        """submitit's handler (it requeues the job on rank zero), without its exit or its error
+        when it will not requeue: stop at the next batch end instead."""
         assert self._submitit is not None
         try:
             self._submitit[1](signum, frame)
         except SystemExit:
             self.received = True
+        except Exception as refused:  # submitit's UncompletedJobError, with its reason
+            self.not_requeued = str(refused)
+            self.received = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = False
+        self.not_requeued = None
         signal.signal(signal.SIGTERM, self._note)
         self._submitit = submitit_requeue_handler()
         if self._submitit is not None:
@@ -102,4 +109,6 @@ class CheckpointOnSigterm(pl.Callback):
                 trainer.global_step,
                 self.target,
             )
+            if self.not_requeued:
+                log.error("submitit did not requeue the job: %s", self.not_requeued)
         raise SIGTERMException("SIGTERM: stopped after saving last.ckpt")

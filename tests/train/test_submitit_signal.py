@@ -1,5 +1,6 @@
 """submitit's time-out signal during training: the job is requeued, and training stops at the next
-batch end with ``last.ckpt`` (the SIGTERM path) instead of submitit's exit on the spot.
+batch end with ``last.ckpt`` (the SIGTERM path) instead of submitit's exit on the spot; a job out
+of requeues stops the same way, with submitit's reason logged, instead of failing on the spot.
 
 submitit's own handler runs here (``SignalHandler`` with a recorded requeue); the whole path on a
 real SLURM is ``test_slurm_time_limit.py``.
@@ -13,6 +14,9 @@ import signal
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lovaszseg.callbacks.sigterm_checkpoint import CheckpointOnSigterm
 
@@ -65,15 +69,20 @@ def test_the_time_out_signal_requeues_and_stops_at_the_next_batch(submitit_job, 
     assert signal.getsignal(signal.SIGUSR2) == handler.checkpoint_and_try_requeue
 
 
-def test_a_job_out_of_requeues_still_gets_submitits_refusal(submitit_job, tmp_path):
+def test_a_job_out_of_requeues_stops_at_the_next_batch_with_submitits_reason(
+    submitit_job, tmp_path
+):
     install, requeues = submitit_job
-    install(timeouts_left=0)
+    handler = install(timeouts_left=0)
+    with pytest.raises(UncompletedJobError, match="timed-out too many times"):
+        handler.checkpoint_and_try_requeue(signal.SIGUSR2, None)  # submitit's way, on the spot
     callback = CheckpointOnSigterm(tmp_path)
     callback.on_train_start(None, None)
 
-    with pytest.raises(UncompletedJobError, match="timed-out too many times"):
-        os.kill(os.getpid(), signal.SIGUSR2)
-    assert requeues == []
+    os.kill(os.getpid(), signal.SIGUSR2)
+
+    assert requeues == [] and callback.received
+    assert "timed-out too many times" in callback.not_requeued
 
 
 def test_outside_submitit_the_signal_is_left_alone(tmp_path):
@@ -88,3 +97,54 @@ def test_outside_submitit_the_signal_is_left_alone(tmp_path):
     finally:
         signal.signal(signal.SIGUSR2, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
+
+
+class Regression(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        data = torch.utils.data.TensorDataset(torch.randn(16, 2), torch.randn(16, 1))
+        return torch.utils.data.DataLoader(data, batch_size=2)
+
+
+class SignalAtBatch(pl.Callback):
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+
+@pytest.mark.parametrize("timeouts_left", [2, 0], ids=["requeued", "out of requeues"])
+def test_training_signalled_by_submitit_saves_that_batch_and_stops(
+    submitit_job, tmp_path, caplog, timeouts_left
+):
+    install, requeues = submitit_job
+    install(timeouts_left)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[CheckpointOnSigterm(tmp_path), SignalAtBatch(3)],
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(SIGTERMException):
+        trainer.fit(Regression())
+
+    # batches 0 to 3 trained: the signal's batch ended and was saved
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert requeues == ([1] if timeouts_left else [])
+    refusals = [r for r in caplog.records if "did not requeue" in r.getMessage()]
+    assert len(refusals) == (0 if timeouts_left else 1)
