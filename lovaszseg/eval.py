@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lovaszseg.config.console import quiet_lightning_console, run_for_people
-from lovaszseg.config.job import group_choices
+from lovaszseg.config.job import group_choices, run_main_of
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.runs import contract
 from lovaszseg.runs.iou_table import print_iou_table
@@ -94,4 +94,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main_of(__spec__.name)

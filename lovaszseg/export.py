@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lovaszseg.config.console import run_for_people
+from lovaszseg.config.job import run_main_of
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.inference.tiling import pad_to_multiple
 
@@ -192,4 +193,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main_of(__spec__.name)

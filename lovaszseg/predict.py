@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lovaszseg.config.console import run_for_people
+from lovaszseg.config.job import run_main_of
 from lovaszseg.config.resolvers import register_resolvers
 
 if TYPE_CHECKING:
@@ -171,4 +172,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main_of(__spec__.name)

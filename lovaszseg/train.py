@@ -21,8 +21,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lovaszseg.config.console import quiet_lightning_console, run_for_people
-from lovaszseg.config.job import group_choices, refuse_one_run_of_a_sweep
+from lovaszseg.config.console import RunEnded, quiet_lightning_console, run_for_people
+from lovaszseg.config.job import group_choices, refuse_one_run_of_a_sweep, run_main_of
 from lovaszseg.config.resolvers import register_resolvers
 from lovaszseg.config.types import check_config_types
 from lovaszseg.runs import contract
@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> float | None:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from lovaszseg.callbacks.results import ResultsWriter
+    from lovaszseg.callbacks.sigterm_checkpoint import NotRequeued
     from lovaszseg.config.trainer import build_trainer, instantiate_all
     from lovaszseg.runs.resume import resolve_resume
 
@@ -92,8 +93,14 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except NotRequeued as stop:
+        # the job will not run again: submitit keeps this for the launcher (run_for_people)
+        if trainer.is_global_zero:
+            log.error("%s", stop)
+        raise RunEnded(str(stop)) from None
     except SIGTERMException as stop:
         # Lightning exits 0 after a SIGTERM; a job manager must see a run that did not finish
+        # (and submitit, after a requeue, nothing: the job runs again)
         raise SystemExit(128 + signal.SIGTERM) from stop
     finally:
         finish_wandb(loggers)
@@ -131,4 +138,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main_of(__spec__.name)

@@ -56,6 +56,10 @@ def submitit_requeue_handler() -> tuple[int, Handler] | None:
     return signum, handler
 
 
+class NotRequeued(SIGTERMException):
+    """Stopped with ``last.ckpt`` because the time limit nears and submitit will not requeue."""
+
+
 class CheckpointOnSigterm(pl.Callback):
     """On SIGTERM during fit, save ``<dirpath>/<filename>.ckpt`` at the next batch end and stop."""
 
@@ -109,6 +113,12 @@ class CheckpointOnSigterm(pl.Callback):
                 trainer.global_step,
                 self.target,
             )
-            if self.not_requeued:
-                log.error("submitit did not requeue the job: %s", self.not_requeued)
+        # submitit decides on rank zero; every rank must end the job the same way
+        not_requeued = trainer.strategy.broadcast(self.not_requeued, src=0)
+        if not_requeued:
+            raise NotRequeued(
+                f"submitit did not requeue the job: {not_requeued} "
+                f"(stopped with {self.target} at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step})"
+            )
         raise SIGTERMException("SIGTERM: stopped after saving last.ckpt")

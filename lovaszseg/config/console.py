@@ -7,6 +7,11 @@ and what to do: that message is printed once, on stderr, without a traceback, an
 exits with status 2. Anything else is a bug: its traceback is printed once and the command exits
 with status 1. Both go to the job's log file (``train.log``) too.
 
+In a submitit job (``hydra/launcher=slurm``) a failed run ends in an exception instead of an exit
+status: submitit keeps the exception for the launcher, which then reports the job's failure at
+once. A run that only exits leaves the launcher asking ``sacct`` about the job, and waiting for
+ever on a cluster that keeps no accounting.
+
 Lightning's INFO lines (tips, "GPU available", "Seed set to 1", "`Trainer.fit` stopped") and
 its deprecation warnings say nothing a user of this project acts on; they are kept out of the
 console and still written to the log file. Lightning's own warnings and errors stay on it.
@@ -44,6 +49,13 @@ LIGHTNING_LOGGERS = (
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 """Where torchrun, Lightning's ddp, SLURM and LSF tell a process its rank; Lightning reads the
 first one set, in this order."""
+SUBMITIT_JOB = "SUBMITIT_FOLDER"
+"""Set by submitit in the processes of a job it runs."""
+
+
+class RunEnded(Exception):
+    """A run that stopped for a reason it has logged, neither a refusal nor a bug (submitit
+    would not requeue it again)."""
 
 
 def refusal(error: BaseException) -> BaseException | None:
@@ -94,7 +106,8 @@ def run_for_people(
     entry: Callable[..., Result], *args: Any, results_file: Path | None = None
 ) -> Result:
     """``entry(*args)``; a refusal becomes one line on stderr and exit status 2, a bug its
-    traceback (once) and exit status 1."""
+    traceback (once) and exit status 1; in a submitit job, an exception that submitit keeps."""
+    in_submitit_job = SUBMITIT_JOB in os.environ
     try:
         return entry(*args)
     except Exception as error:
@@ -104,8 +117,13 @@ def run_for_people(
         if refused is not None:
             log_to_files(logging.ERROR, f"refused: {refused}")
             print(f"error: {refused}", file=sys.stderr)
+            if in_submitit_job:
+                raise RunEnded(f"refused: {refused}") from None
             raise SystemExit(2) from None
-        log.exception("failed with an unexpected error (a bug: please report it)")
+        if not isinstance(error, RunEnded):
+            log.exception("failed with an unexpected error (a bug: please report it)")
+        if in_submitit_job:
+            raise
         raise SystemExit(1) from None
 
 

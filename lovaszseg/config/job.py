@@ -4,6 +4,8 @@ nothing was chosen and nothing is swept."""
 
 from __future__ import annotations
 
+import importlib
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
@@ -37,3 +39,10 @@ def refuse_one_run_of_a_sweep(experiment: str | None) -> None:
             f"experiment={experiment} is a sweep ({swept}): add -m to run it all, or choose "
             f"one, e.g. {unchosen[0]}={str(params[unchosen[0]]).split(',')[0]}"
         )
+
+
+def run_main_of(module: str) -> None:
+    """Run ``module.main`` as imported, for ``python -m module``. The ``__main__`` copy of an
+    entry point must not be the task: submitit pickles a task function of ``__main__`` by value,
+    and its code then runs in the SLURM job as ``<dynamic-code>``, outside the package."""
+    importlib.import_module(module).main()

@@ -102,17 +102,22 @@ class SlowFirstTry(pl.Callback):
 
 
 @contextlib.contextmanager
-def sweep_in_background(cwd: Path, *overrides: str, timeout_s: float = 900) -> Iterator[Callable]:
+def sweep_in_background(
+    cwd: Path, *overrides: str, timeout_s: float = 900, fails_with: str | None = None
+) -> Iterator[Callable]:
     """A ``lovaszseg.train --multirun`` on SLURM running in ``cwd`` while the test acts on its
     job. Yields ``wait_until(ready, what)``: poll ``ready()`` until it holds. On leaving, waits
-    for the sweep and asserts it succeeded; kills it if the test failed first. The jobs can
-    import ``tests`` (a callback of the tests named in ``overrides``)."""
+    for the sweep and asserts it succeeded (or failed, saying ``fails_with`` on stderr); kills it
+    if the test failed first. The jobs can import ``tests`` (a callback of the tests named in
+    ``overrides``)."""
     command = [sys.executable, "-m", "lovaszseg.train", "--multirun", *overrides]
     env = os.environ | {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    sweep = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    stderr_path = cwd / "sweep.stderr"  # a file: a pipe nobody reads would stall a long sweep
+    with stderr_path.open("w") as stderr_file:
+        sweep = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file, text=True
+        )
 
     def wait_until(ready: Callable[[], bool], what: str, within_s: float = 400) -> None:
         deadline = time.monotonic() + within_s
@@ -123,8 +128,12 @@ def sweep_in_background(cwd: Path, *overrides: str, timeout_s: float = 900) -> I
 
     try:
         yield wait_until
-        _, stderr = sweep.communicate(timeout=timeout_s)
+        sweep.wait(timeout=timeout_s)
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert sweep.returncode == 0, stderr[-3000:]
+    stderr = stderr_path.read_text()
+    if fails_with is None:
+        assert sweep.returncode == 0, stderr[-3000:]
+    else:
+        assert sweep.returncode != 0 and fails_with in stderr, stderr[-3000:]

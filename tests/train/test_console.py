@@ -8,7 +8,7 @@ import logging
 import pytest
 from hydra.utils import instantiate
 
-from lovaszseg.config.console import _DropNoise, refusal, run_for_people
+from lovaszseg.config.console import SUBMITIT_JOB, RunEnded, _DropNoise, refusal, run_for_people
 from lovaszseg.config.types import check_config_types
 from tests.train.test_config import compose_train
 
@@ -49,6 +49,43 @@ def test_a_bug_prints_its_traceback_and_exits_with_status_1(tmp_path, caplog):
     assert stop.value.code == 1
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "a bug" in record.getMessage() and record.exc_info[0] is KeyError
+
+
+def test_in_a_submitit_job_a_failed_run_ends_in_an_exception_submitit_keeps(
+    tmp_path, capsys, caplog, monkeypatch
+):
+    # submitit writes the job's result only for an exception; after an exit status the launcher
+    # waits on sacct, for ever where a cluster keeps no accounting
+    monkeypatch.setenv(SUBMITIT_JOB, str(tmp_path))
+    with pytest.raises(RunEnded, match="refused: wrong type in the config: data"):
+        run_for_people(refuse_wrong_types, results_file=tmp_path / "refused.json")
+    assert capsys.readouterr().err.startswith("error: wrong type in the config")
+
+    def bug():
+        return {}["missing"]
+
+    with pytest.raises(KeyError):
+        run_for_people(bug)
+
+    def ended():
+        raise RunEnded("submitit did not requeue the job: timed-out too many times")
+
+    caplog.clear()
+    with pytest.raises(RunEnded, match="timed-out too many times"):
+        run_for_people(ended)
+    assert not [r for r in caplog.records if "a bug" in r.getMessage()]
+
+
+def test_a_run_ended_for_a_logged_reason_exits_1_and_is_not_called_a_bug(caplog, monkeypatch):
+    monkeypatch.delenv(SUBMITIT_JOB, raising=False)
+
+    def ended():
+        raise RunEnded("submitit did not requeue the job")
+
+    with pytest.raises(SystemExit) as stop:
+        run_for_people(ended)
+    assert stop.value.code == 1
+    assert not [r for r in caplog.records if "a bug" in r.getMessage()]
 
 
 def test_value_errors_of_libraries_are_bugs_not_refusals():

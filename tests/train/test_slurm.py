@@ -32,6 +32,22 @@ def test_two_job_sweep_runs_each_job_on_two_slurm_tasks(run_entry, tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_refused_job_ends_its_sweep_at_once_with_the_refusal(run_entry, tmp_path):
+    # submitit learns how a job ended from its result file, written only when the task returns or
+    # raises; after a bare exit status the launcher asks sacct, which this cluster (no accounting,
+    # like many small ones) cannot answer, and the sweep waited for ever
+    overrides = ("init_from=a.ckpt", "ckpt_path=b.ckpt")
+    done = run_entry(
+        "lovaszseg.train", *SLURM_CPU_JOB, *overrides, multirun=True, check=False, timeout=180
+    )
+    refusal = "refused: set init_from (a new run from weights) or ckpt_path (resume), not both"
+    assert done.returncode == 1 and refusal in done.stderr, done.stderr[-3000:]
+    (job,) = sweep_jobs(tmp_path)
+    assert results(job)["status"] == "failed"
+    # a refusal, not a bug: the task ran the package's own code (not a pickled copy of __main__)
+    assert "a bug" not in (job / "train.log").read_text()
+
+
 def test_requeued_job_resumes_from_last_checkpoint_and_loses_nothing(data_dir, tmp_path):
     overrides = (*FAST, f"paths.data_dir={data_dir}", *SLURM_CPU_JOB, "trainer.max_epochs=6")
     with sweep_in_background(tmp_path, *overrides, "auto_resume=true", timeout_s=600) as wait_until:

@@ -10,7 +10,8 @@ next batch end and stops, and the same batch script runs again in the same run f
 (``scontrol update TimeLimit``): SLURM may signal up to a minute before the time asked for, and a
 signal during the first try's imports, before submitit's handler exists, would only kill the job.
 SLURM looks at time limits every 30 s, so the first try's epochs are slowed down
-(``SlowFirstTry``) to be sure it is still training then. ``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``);
+(``SlowFirstTry``) to be sure it is still training then. A job out of requeues
+(``max_num_timeout``) stops the same way and ends its sweep with submitit's reason. ``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``);
 elsewhere the test skips unless ``srun`` answers.
 """
 
@@ -67,20 +68,24 @@ def training_under_way(root) -> bool:
     return any((root / "multirun" / "train").glob("*/0*/checkpoints/last.ckpt"))
 
 
-def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir, tmp_path):
-    overrides = (
+def timed_job(data_dir, max_num_timeout: int) -> tuple[str, ...]:
+    """A job of ``EPOCHS`` epochs that submitit requeues ``max_num_timeout`` times at most."""
+    return (
         *FAST,
         f"paths.data_dir={data_dir}",
         *SLURM_CPU_JOB,
         f"hydra.launcher.timeout_min={TIMEOUT_MIN}",
         f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
-        "hydra.launcher.max_num_timeout=2",
+        f"hydra.launcher.max_num_timeout={max_num_timeout}",
         f"trainer.max_epochs={EPOCHS}",
         "auto_resume=true",
         f"+callbacks.slow_first_try._target_={SlowFirstTry.__module__}.{SlowFirstTry.__name__}",
         "+callbacks.slow_first_try.seconds=2",
     )
-    with sweep_in_background(tmp_path, *overrides) as wait_until:
+
+
+def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir, tmp_path):
+    with sweep_in_background(tmp_path, *timed_job(data_dir, 2)) as wait_until:
         wait_until(lambda: training_under_way(tmp_path), "its job trained an epoch")
         (sweep_dir,) = (tmp_path / "multirun" / "train").glob("*")
         (job_id,) = submitted_job_ids(sweep_dir)
@@ -110,3 +115,23 @@ def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir,
     assert (last["epoch"], last["global_step"]) == (EPOCHS - 1, 2 * EPOCHS)
     best = torch.load(job_dir / "checkpoints" / "best.ckpt", weights_only=False)
     assert best["epoch"] == best_epoch
+
+
+def test_a_job_out_of_requeues_stops_with_last_ckpt_and_ends_its_sweep_with_the_reason(
+    data_dir, tmp_path
+):
+    reason = "submitit did not requeue the job: Job not requeued because: timed-out too many times"
+    with sweep_in_background(tmp_path, *timed_job(data_dir, 0), fails_with=reason) as wait_until:
+        wait_until(lambda: training_under_way(tmp_path), "its job trained an epoch")
+        (sweep_dir,) = (tmp_path / "multirun" / "train").glob("*")
+        (job_id,) = submitted_job_ids(sweep_dir)
+        cut_time_limit(job_id)
+
+    (job_dir,) = sweep_dir.glob("0*")
+    log = (job_dir / "train.log").read_text()
+    assert "SIGTERM at epoch" in log and reason in log, log[-3000:]
+    assert "unexpected error" not in log, log[-3000:]
+    summary = results(job_dir)
+    assert summary["status"] == "interrupted"
+    last = torch.load(job_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert 0 < last["global_step"] < 2 * EPOCHS
