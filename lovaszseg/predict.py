@@ -172,4 +172,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_main_of(__spec__.name)
+    run_main_of("lovaszseg.predict")

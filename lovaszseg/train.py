@@ -138,4 +138,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    run_main_of(__spec__.name)
+    run_main_of("lovaszseg.train")

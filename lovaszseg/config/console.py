@@ -106,7 +106,7 @@ def run_for_people(
     entry: Callable[..., Result], *args: Any, results_file: Path | None = None
 ) -> Result:
     """``entry(*args)``; a refusal becomes one line on stderr and exit status 2, a bug its
-    traceback (once) and exit status 1; in a submitit job, an exception that submitit keeps."""
+    traceback (once) and exit status 1; in a submitit job, a ``RunEnded`` that submitit keeps."""
     in_submitit_job = SUBMITIT_JOB in os.environ
     try:
         return entry(*args)
@@ -120,10 +120,17 @@ def run_for_people(
             if in_submitit_job:
                 raise RunEnded(f"refused: {refused}") from None
             raise SystemExit(2) from None
-        if not isinstance(error, RunEnded):
-            log.exception("failed with an unexpected error (a bug: please report it)")
+        if isinstance(error, RunEnded):
+            if in_submitit_job:
+                raise
+            raise SystemExit(1) from None
+        log.exception("failed with an unexpected error (a bug: please report it)")
         if in_submitit_job:
-            raise
+            # its traceback as text: the error itself may not survive submitit's pickling
+            raise RunEnded(
+                "failed with an unexpected error (a bug: please report it):\n"
+                + traceback.format_exc()
+            ) from None
         raise SystemExit(1) from None
 
 

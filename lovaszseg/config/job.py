@@ -42,7 +42,8 @@ def refuse_one_run_of_a_sweep(experiment: str | None) -> None:
 
 
 def run_main_of(module: str) -> None:
-    """Run ``module.main`` as imported, for ``python -m module``. The ``__main__`` copy of an
-    entry point must not be the task: submitit pickles a task function of ``__main__`` by value,
-    and its code then runs in the SLURM job as ``<dynamic-code>``, outside the package."""
+    """Run ``module.main`` as imported, for ``python -m module``. In the ``__main__`` copy, the
+    entry point's functions are pickled by value when submitit sends the task to a SLURM job:
+    their code runs there as ``<dynamic-code>``, outside the package, and a refusal raised in them
+    reads as a bug. Imported, they are pickled by reference."""
     importlib.import_module(module).main()

@@ -64,7 +64,7 @@ def test_in_a_submitit_job_a_failed_run_ends_in_an_exception_submitit_keeps(
     def bug():
         return {}["missing"]
 
-    with pytest.raises(KeyError):
+    with pytest.raises(RunEnded, match=r"(?s)a bug: please report it.*KeyError: 'missing'"):
         run_for_people(bug)
 
     def ended():

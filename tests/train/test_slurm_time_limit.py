@@ -2,17 +2,17 @@
 requeued by submitit, resumed to completion with nothing lost (the path a cluster's ``--time``
 takes).
 
-submitit asks SLURM for ``--signal=USR2@<signal_delay_s>``: that long before the limit SLURM
-sends SIGUSR2, submitit's handler in the first task finds the job timed out, requeues it
-(``scontrol requeue``, which also sends the tasks SIGTERM), every rank saves ``last.ckpt`` at the
-next batch end and stops, and the same batch script runs again in the same run folder, where
-``auto_resume=true`` picks up ``last.ckpt``. The limit is cut short once training is under way
-(``scontrol update TimeLimit``): SLURM may signal up to a minute before the time asked for, and a
-signal during the first try's imports, before submitit's handler exists, would only kill the job.
-SLURM looks at time limits every 30 s, so the first try's epochs are slowed down
-(``SlowFirstTry``) to be sure it is still training then. A job out of requeues
-(``max_num_timeout``) stops the same way and ends its sweep with submitit's reason. ``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``);
-elsewhere the test skips unless ``srun`` answers.
+submitit asks SLURM for ``--signal=USR2@<signal_delay_s>``: that long before the limit SLURM sends
+SIGUSR2, every rank saves ``last.ckpt`` at the next batch end, submitit's handler in the first task
+then finds the job timed out and requeues it (``scontrol requeue``), the ranks stop, and the same
+batch script runs again in the same run folder, where ``auto_resume=true`` picks up ``last.ckpt``.
+The limit is cut short once training is under way (``scontrol update TimeLimit``): SLURM may signal
+up to a minute before the time asked for, and a signal during the first try's imports, before
+submitit's handler exists, would only kill the job. SLURM looks at time limits every 30 s, so the
+first try's epochs are slowed down (``SlowFirstTry``) to be sure it is still training then. A job
+out of requeues (``max_num_timeout``) stops the same way and ends its sweep with submitit's reason.
+``.ci/run`` starts the local cluster (``scripts/local_slurm.sh``); elsewhere the test skips unless
+``srun`` answers.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def timed_job(data_dir, max_num_timeout: int) -> tuple[str, ...]:
         f"trainer.max_epochs={EPOCHS}",
         "auto_resume=true",
         f"+callbacks.slow_first_try._target_={SlowFirstTry.__module__}.{SlowFirstTry.__name__}",
-        "+callbacks.slow_first_try.seconds=2",
+        "+callbacks.slow_first_try.seconds=3",
     )
 
 
@@ -100,7 +100,7 @@ def test_a_job_past_its_time_limit_is_signalled_requeued_and_completes(data_dir,
     log = (job_dir / "train.log").read_text()
     # the first try stopped at a batch end with last.ckpt, not on the spot in submitit's handler
     # (rank 0 then left the others failing in their next collective)
-    assert "SIGTERM at epoch" in log and "resuming from" in log, log[-3000:]
+    assert "SIGUSR2 from submitit at epoch" in log and "resuming from" in log, log[-3000:]
     assert "unexpected error" not in log, log[-3000:]
 
     summary = results(job_dir)
@@ -129,7 +129,7 @@ def test_a_job_out_of_requeues_stops_with_last_ckpt_and_ends_its_sweep_with_the_
 
     (job_dir,) = sweep_dir.glob("0*")
     log = (job_dir / "train.log").read_text()
-    assert "SIGTERM at epoch" in log and reason in log, log[-3000:]
+    assert "SIGUSR2 from submitit at epoch" in log and reason in log, log[-3000:]
     assert "unexpected error" not in log, log[-3000:]
     summary = results(job_dir)
     assert summary["status"] == "interrupted"
