@@ -79,7 +79,8 @@ class CheckpointOnSigterm(pl.Callback):
         self._training_pid: int | None = None
         self._submitit_signalled = False
         self._requeue_asked = False
-        self._requeue_lock = threading.Lock()
+        # made in setup: ddp_spawn pickles the callbacks to its processes, and a lock does not pickle
+        self._requeue_lock: threading.Lock | None = None
         self._requeue_timer: threading.Timer | None = None
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
@@ -102,6 +103,7 @@ class CheckpointOnSigterm(pl.Callback):
     def _requeue(self) -> None:
         """submitit's handler, once: on rank zero it requeues the job (and would exit: not here)
         or raises why it will not; on the other ranks it only logs."""
+        assert self._requeue_lock is not None
         with self._requeue_lock:
             if self._requeue_asked or not self._active:
                 return
@@ -126,6 +128,7 @@ class CheckpointOnSigterm(pl.Callback):
         self.received = False
         self.not_requeued = None
         self._submitit_signalled = self._requeue_asked = False
+        self._requeue_lock = threading.Lock()
         self._submitit = submitit_requeue_handler() or self._submitit  # a second fit: kept
         if self._submitit is not None:
             self._active = True
@@ -154,8 +157,7 @@ class CheckpointOnSigterm(pl.Callback):
             trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             log.warning(
-                "%s at epoch %d, step %d: saved %s; resume with ckpt_path=last or "
-                "auto_resume=true",
+                "%s at epoch %d, step %d: saved %s; resume with ckpt_path=last or auto_resume=true",
                 self._cause(),
                 trainer.current_epoch,
                 trainer.global_step,

@@ -196,3 +196,9 @@ def test_training_signalled_by_submitit_saves_that_batch_then_requeues(
     else:  # the job ends: the reason goes to submitit, through lovaszseg.train
         assert isinstance(stop.value, NotRequeued)
         assert "timed-out too many times" in str(stop.value) and "step 4" in str(stop.value)
+
+
+def test_the_callback_pickles_for_ddp_spawn(tmp_path):
+    # ddp_spawn sends the trainer, callbacks and all, to its processes before their setup
+    callback = pickle.loads(pickle.dumps(CheckpointOnSigterm(tmp_path, requeue_within_s=5)))
+    assert (callback.target, callback.requeue_within_s) == (tmp_path / "last.ckpt", 5)
