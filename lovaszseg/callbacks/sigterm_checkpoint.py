@@ -117,7 +117,8 @@ class CheckpointOnSigterm(pl.Callback):
                 self.not_requeued = str(refused)
 
     def _cause(self) -> str:
-        if self._submitit_signalled and self._submitit is not None:
+        if self._submitit_signalled:
+            assert self._submitit is not None
             return f"{signal.Signals(self._submitit[0]).name} from submitit"
         return "SIGTERM"
 

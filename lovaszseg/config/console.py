@@ -117,21 +117,17 @@ def run_for_people(
         if refused is not None:
             log_to_files(logging.ERROR, f"refused: {refused}")
             print(f"error: {refused}", file=sys.stderr)
-            if in_submitit_job:
-                raise RunEnded(f"refused: {refused}") from None
-            raise SystemExit(2) from None
-        if isinstance(error, RunEnded):
-            if in_submitit_job:
-                raise
-            raise SystemExit(1) from None
-        log.exception("failed with an unexpected error (a bug: please report it)")
+            status, reason = 2, f"refused: {refused}"
+        elif isinstance(error, RunEnded):
+            status, reason = 1, str(error)
+        else:
+            bug = "failed with an unexpected error (a bug: please report it)"
+            log.exception(bug)
+            status, reason = 1, f"{bug}:\n{traceback.format_exc()}"
         if in_submitit_job:
-            # its traceback as text: the error itself may not survive submitit's pickling
-            raise RunEnded(
-                "failed with an unexpected error (a bug: please report it):\n"
-                + traceback.format_exc()
-            ) from None
-        raise SystemExit(1) from None
+            # text only: the error itself may not survive submitit's pickling
+            raise RunEnded(reason) from None
+        raise SystemExit(status) from None
 
 
 def from_lightning(logger_name: str) -> bool:

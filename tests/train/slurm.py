@@ -49,19 +49,14 @@ def submitted_job_ids(sweep_dir: Path) -> list[str]:
 
 
 def squeue(job_id: str, field: str) -> str:
-    """One ``squeue --format`` field of a job (e.g. ``%T`` its state, ``%M`` its run time)."""
-    command = ["squeue", "--noheader", f"--format={field}", "--jobs", job_id]
+    """One ``squeue --format`` field of a job (e.g. ``%T`` its state, ``%M`` its run time),
+    finished jobs included (squeue leaves those out unless asked)."""
+    command = ["squeue", "--noheader", f"--format={field}", "--states=all", "--jobs", job_id]
     return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
 
 
-def scontrol(*arguments: str) -> None:
-    subprocess.run(["scontrol", *arguments], check=True, timeout=30)
-
-
-def job_state(job_id: str) -> str:
-    """The job's state, finished ones included (squeue leaves those out unless asked)."""
-    command = ["squeue", "--noheader", "--format=%T", "--states=all", "--jobs", job_id]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
+def scontrol(*arguments: str, check: bool = True) -> None:
+    subprocess.run(["scontrol", *arguments], check=check, capture_output=not check, timeout=30)
 
 
 FINISHED = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY"}
@@ -71,7 +66,7 @@ def release_when_requeued(job_id: str, *updates: str, within_s: float = 300) -> 
     """Wait until the requeued job is pending again, then start it at once (SLURM holds a requeued
     job back for two minutes, its BeginTime), applying ``updates`` (``Key=value``) on the way."""
     deadline = time.monotonic() + within_s
-    while (state := job_state(job_id)) != "PENDING":
+    while (state := squeue(job_id, "%T")) != "PENDING":
         assert state not in FINISHED, f"job {job_id} ended {state} instead of being requeued"
         assert time.monotonic() < deadline, (
             f"job {job_id} was not requeued within {within_s} s (it is {state or 'unknown'})"
@@ -80,12 +75,11 @@ def release_when_requeued(job_id: str, *updates: str, within_s: float = 300) -> 
     scontrol("update", f"JobId={job_id}", *updates, "StartTime=now")
     # an update reaching SLURM before the node has finished with the old try schedules nothing,
     # and the next scheduling pass can be a minute away: ask again until the job starts
-    while job_state(job_id) == "PENDING":
+    while squeue(job_id, "%T") == "PENDING":
         assert time.monotonic() < deadline, f"job {job_id} did not start again within {within_s} s"
         time.sleep(2)
         # not checked: the job may have started since (SLURM then refuses a StartTime)
-        command = ["scontrol", "update", f"JobId={job_id}", "StartTime=now"]
-        subprocess.run(command, capture_output=True, timeout=30)
+        scontrol("update", f"JobId={job_id}", "StartTime=now", check=False)
 
 
 class SlowFirstTry(pl.Callback):
